@@ -1,0 +1,109 @@
+"""The one protocol every model backend implements, shaped by what probe, CA-TTS and CDRL need.
+
+- ``generate``: N continuations per prompt in one call, each with its text, token ids, the chosen
+  tokens' log-probabilities and the top-k log-probabilities of the *raw* next-token distribution
+  (before temperature / top-k / top-p; every trace says so in ``logprob_source``).
+- ``score``: teacher-forced log-probabilities of given continuations (expert likelihood voting,
+  CDRL's confidence of one completion under a noisy image).
+- ``next_token_logprobs``: the full next-token distribution after a given prefix, for several
+  contexts at once (visual self-check contrasts the same prefix under two images).
+
+Sampling is seeded per (seed, prompt key, sample index), never by position in a batch, so the
+same seed gives the same traces whatever the batch size.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+TOP_LOGPROBS = 20  # the cap of OpenAI-compatible servers' top_logprobs
+
+
+@dataclass
+class Prompt:
+    """One request: images, the user text (the backend applies the chat template) and a stable key."""
+
+    images: list[Image.Image]
+    text: str
+    key: str = ""  # e.g. the sample id; seeds sampling so results do not depend on batching
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    n: int = 1
+    temperature: float = 0.0  # 0 = greedy
+    top_k: int = 0            # 0 = off
+    top_p: float = 1.0
+    max_new_tokens: int = 256
+    seed: int = 0
+    top_logprobs: int = TOP_LOGPROBS
+
+    def __post_init__(self) -> None:
+        if self.n < 1 or self.max_new_tokens < 1:
+            raise ValueError("n and max_new_tokens must be >= 1")
+        if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ValueError(f"invalid sampling parameters: {self}")
+        if not 1 <= self.top_logprobs <= 100:
+            raise ValueError("top_logprobs must be in 1..100")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+@dataclass
+class Trace:
+    """One generated (or scored) continuation."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: np.ndarray                 # [T] log p of each chosen token under the raw distribution
+    top_logprobs: np.ndarray             # [T, k] the k largest raw log-probabilities, descending
+    top_ids: np.ndarray                  # [T, k] their token ids
+    finish_reason: str = "stop"          # "stop" (end token) or "length"
+    tokens: list[str] = field(default_factory=list)            # [T] text piece of each chosen token
+    top_tokens: list[list[str]] = field(default_factory=list)  # [T][k] text of each top-k token
+    logprob_source: str = "raw"          # which distribution the log-probabilities come from
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    name: str
+
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Trace]]:
+        """``params.n`` traces for each prompt, in prompt order."""
+        ...
+
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[int] | str]) -> list[Trace]:
+        """Teacher-forced log-probabilities of each continuation (token ids or text) after its prompt."""
+        ...
+
+    def next_token_logprobs(self, prompts: Sequence[Prompt], prefixes: Sequence[Sequence[int]]) -> np.ndarray:
+        """[B, V] log-probabilities of the next token after each prompt + prefix."""
+        ...
+
+
+def sample_seed(seed: int, key: str, index: int) -> int:
+    """A 63-bit seed from (run seed, prompt key, sample index); stable across machines and runs."""
+    digest = hashlib.sha256(f"{seed}|{key}|{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def fit_image(image: Image.Image, max_pixels: int | None) -> Image.Image:
+    """RGB copy, shrunk (aspect kept) so that width * height <= max_pixels."""
+    image = image.convert("RGB") if image.mode != "RGB" else image
+    if max_pixels and image.width * image.height > max_pixels:
+        scale = (max_pixels / (image.width * image.height)) ** 0.5
+        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
+        image = image.resize(size, Image.BICUBIC)
+    return image

@@ -1,0 +1,242 @@
+"""The transformers backend: any ``AutoModelForImageTextToText`` checkpoint with its processor.
+
+Generation runs through ``model.generate`` (it knows every architecture's caches and position
+schemes, e.g. Qwen2.5-VL's M-RoPE), greedy at its level, with one logits processor of ours as the
+last step. That processor records the raw top-k log-probabilities and chooses each row's token: the
+argmax, or an inverse-CDF draw from the tempered / top-k / top-p distribution with a uniform from
+that row's own generator, seeded by (seed, prompt key, sample index). So a trace depends on its
+prompt and seed, not on which other prompts shared its batch. Generation settings are passed
+explicitly so that a checkpoint's own defaults (e.g. a repetition penalty) never touch the logits.
+
+Prompts are encoded one at a time by the processor and left-padded together, which also lets a
+continuation be appended for teacher-forced scoring. Rotary position embeddings are relative, so
+left padding shifts no attention score.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from transformers import (AutoModelForImageTextToText, AutoProcessor, GenerationConfig, LogitsProcessor,
+                          LogitsProcessorList)
+
+from catts.models.backend import Prompt, SamplingParams, Trace, fit_image, sample_seed
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class _RowSampler(LogitsProcessor):
+    """Records raw top-k log-probs and picks each row's next token with the row's own generator."""
+
+    def __init__(self, params: SamplingParams, generators: list[torch.Generator] | None):
+        self.params = params
+        self.generators = generators
+        self.steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        logp = torch.log_softmax(scores.float(), dim=-1)
+        top_vals, top_ids = logp.topk(self.params.top_logprobs, dim=-1)
+        if self.params.greedy:
+            chosen = logp.argmax(dim=-1)
+        else:
+            chosen = self._sample(logp)
+        self.steps.append((top_vals.cpu(), top_ids.cpu(), chosen.cpu(), logp.gather(1, chosen[:, None])[:, 0].cpu()))
+        forced = torch.full_like(scores, float("-inf"))
+        forced.scatter_(1, chosen[:, None], 0.0)
+        return forced
+
+    def _sample(self, logp: torch.Tensor) -> torch.Tensor:
+        p = self.params
+        logits = logp / p.temperature
+        if p.top_k:
+            kth = logits.topk(min(p.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+            logits = logits.masked_fill(logits < kth, float("-inf"))
+        probs = torch.softmax(logits, dim=-1)
+        order = probs.argsort(dim=-1, descending=True, stable=True)
+        sorted_probs = probs.gather(1, order)
+        if p.top_p < 1.0:
+            # keep the smallest prefix whose mass reaches top_p (the token crossing it included)
+            drop = sorted_probs.cumsum(-1) - sorted_probs >= p.top_p
+            sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+        cdf = sorted_probs.double().cumsum(-1)
+        u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in self.generators]).to(cdf.device)
+        pos = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None]).clamp(max=cdf.shape[-1] - 1)
+        return order.gather(1, pos)[:, 0]
+
+
+class TransformersBackend:
+    """Local model through transformers. ``model`` is a folder or an embedded name (``tiny``, ``tiny-expert``)."""
+
+    def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
+                 max_pixels: int | None = 1024 * 1024, attn_implementation: str | None = None):
+        from catts.models import resolve_model_path
+
+        path = resolve_model_path(model)
+        self.name = str(model)
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        elif dtype in DTYPES:
+            torch_dtype = DTYPES[dtype]
+        else:
+            raise ValueError(f"dtype must be auto or one of {list(DTYPES)}, not {dtype!r}")
+        self.dtype = str(torch_dtype).removeprefix("torch.")
+        self.batch_size = batch_size
+        self.max_pixels = max_pixels
+        tf_logger = logging.getLogger("transformers")
+        level = tf_logger.level
+        tf_logger.setLevel(logging.ERROR)  # e.g. "CLIPImageProcessor requires torchvision; falling back"
+        try:
+            self.processor = AutoProcessor.from_pretrained(path)
+            kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+            self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, **kwargs)
+        finally:
+            tf_logger.setLevel(level)
+        self.model.to(self.device).eval()
+        self.tokenizer = getattr(self.processor, "tokenizer", self.processor)
+        self.eos_ids = self._eos_ids()
+        self._pieces: dict[int, str] = {}
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+
+    def _eos_ids(self) -> list[int]:
+        ids = self.model.generation_config.eos_token_id
+        ids = [ids] if isinstance(ids, int) else list(ids or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in ids:
+            ids.append(self.tokenizer.eos_token_id)
+        if not ids:
+            raise ValueError(f"{self.name}: no end-of-sequence token in its generation config or tokenizer")
+        return ids
+
+    # ---- encoding -------------------------------------------------------------------------
+    def chat_text(self, prompt: Prompt) -> str:
+        content = [{"type": "image"} for _ in prompt.images] + [{"type": "text", "text": prompt.text}]
+        return self.processor.apply_chat_template([{"role": "user", "content": content}],
+                                                  add_generation_prompt=True, tokenize=False)
+
+    def _encode(self, prompts: Sequence[Prompt], suffixes: Sequence[Sequence[int]] | None = None) -> dict:
+        """Encode each prompt alone, append its suffix ids, left-pad; other tensors are concatenated."""
+        rows, extras, per_token = [], {}, set()
+        for i, prompt in enumerate(prompts):
+            images = [fit_image(im, self.max_pixels) for im in prompt.images]
+            enc = self.processor(text=[self.chat_text(prompt)], images=[images] if images else None,
+                                 return_tensors="pt")
+            ids = enc.pop("input_ids")[0].tolist()
+            enc.pop("attention_mask", None)
+            suffix = list(suffixes[i]) if suffixes is not None else []
+            rows.append(ids + suffix)
+            for k, v in enc.items():
+                if isinstance(v, torch.Tensor) and v.ndim >= 2 and v.shape[0] == 1 and v.shape[1] == len(ids):
+                    per_token.add(k)  # e.g. token_type_ids: extend over the suffix with zeros
+                    v = torch.cat([v, v.new_zeros((1, len(suffix)) + tuple(v.shape[2:]))], dim=1)
+                extras.setdefault(k, []).append(v)
+        length = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), length), dtype=torch.long)
+        for i, r in enumerate(rows):
+            input_ids[i, length - len(r):] = torch.tensor(r)
+            mask[i, length - len(r):] = 1
+        batch = {"input_ids": input_ids, "attention_mask": mask}
+        for k, vs in extras.items():
+            if k in per_token:
+                vs = [torch.cat([v.new_zeros((1, length - v.shape[1]) + tuple(v.shape[2:])), v], dim=1) for v in vs]
+            batch[k] = torch.cat(vs, dim=0)
+        return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+    def _chunks(self, n: int):
+        for start in range(0, n, self.batch_size):
+            yield range(start, min(n, start + self.batch_size))
+
+    # ---- protocol -------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Trace]]:
+        rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
+        out: list[list[Trace]] = [[] for _ in prompts]
+        config = GenerationConfig(
+            max_new_tokens=params.max_new_tokens, do_sample=False, num_beams=1,
+            repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
+            pad_token_id=self.pad_id, eos_token_id=self.eos_ids)
+        for chunk in self._chunks(len(rows)):
+            batch_rows = [rows[r] for r in chunk]
+            enc = self._encode([prompts[i] for i, _ in batch_rows])
+            generators = None
+            if not params.greedy:
+                generators = [torch.Generator().manual_seed(sample_seed(params.seed, prompts[i].key, j))
+                              for i, j in batch_rows]
+            sampler = _RowSampler(params, generators)
+            self.model.generate(**enc, generation_config=config, logits_processor=LogitsProcessorList([sampler]))
+            for row, (i, _) in enumerate(batch_rows):
+                out[i].append(self._trace(sampler.steps, row))
+        return out
+
+    def _trace(self, steps, row: int) -> Trace:
+        ids, lps, tops, top_ids = [], [], [], []
+        finish = "length"
+        for top_vals, top_idx, chosen, chosen_lp in steps:
+            tok = int(chosen[row])
+            ids.append(tok)
+            lps.append(float(chosen_lp[row]))
+            tops.append(top_vals[row].numpy())
+            top_ids.append(top_idx[row].numpy())
+            if tok in self.eos_ids:
+                finish = "stop"
+                break
+        return self._make_trace(ids, np.array(lps, dtype=np.float32), np.stack(tops).astype(np.float32),
+                                np.stack(top_ids).astype(np.int64), finish)
+
+    def _make_trace(self, ids: list[int], logprobs, top_logprobs, top_ids, finish: str) -> Trace:
+        return Trace(text=self.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids, logprobs=logprobs,
+                     top_logprobs=top_logprobs, top_ids=top_ids, finish_reason=finish,
+                     tokens=self.token_pieces(ids), top_tokens=[[self._piece(i) for i in row] for row in top_ids.tolist()])
+
+    def _piece(self, token_id: int) -> str:
+        if token_id not in self._pieces:
+            self._pieces[token_id] = self.tokenizer.decode([token_id])
+        return self._pieces[token_id]
+
+    def token_pieces(self, ids: Sequence[int]) -> list[str]:
+        """The text each token adds to the decoded string (multi-byte characters go to their last token)."""
+        pieces, prev = [], ""
+        for k in range(1, len(ids) + 1):
+            text = self.tokenizer.decode(ids[:k], skip_special_tokens=True)
+            if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for its last byte
+                pieces.append("")
+                continue
+            pieces.append(text[len(prev):])
+            prev = text
+        return pieces
+
+    @torch.no_grad()
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[int] | str],
+              top_logprobs: int = 20) -> list[Trace]:
+        conts = [self.tokenizer(c, add_special_tokens=False)["input_ids"] if isinstance(c, str) else list(c)
+                 for c in continuations]
+        out = []
+        for chunk in self._chunks(len(prompts)):
+            enc = self._encode([prompts[i] for i in chunk], [conts[i] for i in chunk])
+            logp = torch.log_softmax(self.model(**enc).logits.float(), dim=-1)
+            length = enc["input_ids"].shape[1]
+            for row, i in enumerate(chunk):
+                n = len(conts[i])
+                if n == 0:
+                    out.append(Trace("", [], np.zeros(0, np.float32), np.zeros((0, top_logprobs), np.float32),
+                                     np.zeros((0, top_logprobs), np.int64), "stop", "raw"))
+                    continue
+                step_logp = logp[row, length - n - 1:length - 1]  # position t predicts token t+1
+                ids = torch.tensor(conts[i], device=step_logp.device)
+                vals, idx = step_logp.topk(top_logprobs, dim=-1)
+                out.append(self._make_trace(conts[i], step_logp.gather(1, ids[:, None])[:, 0].cpu().numpy(),
+                                            vals.cpu().numpy(), idx.cpu().numpy(),
+                                            "stop" if conts[i][-1] in self.eos_ids else "length"))
+        return out
+
+    @torch.no_grad()
+    def next_token_logprobs(self, prompts: Sequence[Prompt], prefixes: Sequence[Sequence[int]]) -> np.ndarray:
+        rows = []
+        for chunk in self._chunks(len(prompts)):
+            enc = self._encode([prompts[i] for i in chunk], [prefixes[i] for i in chunk])
+            rows.append(torch.log_softmax(self.model(**enc).logits[:, -1].float(), dim=-1).cpu())
+        return torch.cat(rows).numpy()

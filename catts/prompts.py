@@ -1,0 +1,19 @@
+"""The base prompt (spec section 6): reason step by step, then one \\boxed{} answer."""
+
+from __future__ import annotations
+
+from catts.data.sample import LETTERS, Sample
+
+OPEN_INSTRUCTION = "Reason step by step, then put the final answer in one \\boxed{}."
+CHOICE_INSTRUCTION = "Reason step by step, then put the letter of the correct option in one \\boxed{}."
+
+
+def build_prompt(sample: Sample) -> str:
+    """The user text for a sample: question, lettered options (if any), instruction."""
+    lines = [sample.question.strip()]
+    if sample.options:
+        lines += [f"{LETTERS[i]}. {opt}" for i, opt in enumerate(sample.options)]
+        lines.append(CHOICE_INSTRUCTION)
+    else:
+        lines.append(OPEN_INSTRUCTION)
+    return "\n".join(lines)

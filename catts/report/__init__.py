@@ -1,0 +1,1 @@
+"""Reports: tables, figures and markdown written from run folders."""
