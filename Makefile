@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# The main job on the embedded default: the perceptual-bluntness probe of the tiny model (a few minutes).
 demo: $(STAMP)
-	$(VENV)/bin/catts eval --model tiny --data easyvqa:test --limit 500 --out runs/demo/easyvqa
-	$(VENV)/bin/catts eval --model tiny --data shapes:test --limit 500 --out runs/demo/shapes
+	rm -rf runs/demo
+	$(VENV)/bin/catts probe --out runs/demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q

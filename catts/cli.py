@@ -180,18 +180,19 @@ def tiny_path(name: str = typer.Argument("tiny", help="tiny or tiny-expert.")) -
 def tiny_train(
     name: str = typer.Argument("tiny", help="tiny (clean images only) or tiny-expert (also degraded copies)."),
     out: Optional[Path] = typer.Option(None, help="Output folder (default: the embedded weights folder)."),
-    steps: Optional[int] = typer.Option(None, help="Override the number of optimiser steps."),
+    steps: Optional[int] = typer.Option(None, help="Override the number of optimiser steps of every stage."),
     threads: int = typer.Option(0, help="torch threads (0 = default)."),
 ) -> None:
     """Reproduce an embedded tiny model from the embedded train splits."""
     from catts.models import WEIGHTS_DIR
-    from catts.models.tiny.train import default_config, train_tiny
+    from catts.models.tiny.train import train_recipe
 
-    config = default_config(name)
-    if steps:
-        config.steps = steps
-    config.threads = threads
-    path = train_tiny(config, out or WEIGHTS_DIR / name, log=console.print)
+    overrides = {"threads": threads, **({"steps": steps, "stop_after": 0} if steps else {})}
+    try:
+        path = train_recipe(name, out or WEIGHTS_DIR / name, log=console.print, **overrides)
+    except ValueError as e:
+        console.print(f"[red]error:[/red] {e}")
+        raise typer.Exit(2)
     log = json.loads((path / "train_log.json").read_text())
     console.print(f"saved to {path} after {log['train_seconds']:.0f}s of training")
 

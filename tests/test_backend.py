@@ -96,3 +96,11 @@ def test_sampling_params_validation_and_seed():
     with pytest.raises(ValueError):
         SamplingParams(top_p=0)
     assert sample_seed(0, "a", 1) == sample_seed(0, "a", 1) != sample_seed(0, "a", 2)
+
+
+def test_token_pieces_rebuild_the_text(tiny_backend):
+    tok = tiny_backend.tokenizer
+    for text in ["I see: red circle top left. \\boxed{B}", "héllo wörld ✓ 数学 \\boxed{12}", "a  b\n\nc"]:
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        pieces = tiny_backend.token_pieces(ids)
+        assert len(pieces) == len(ids) and "".join(pieces) == text

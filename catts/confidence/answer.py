@@ -1,10 +1,10 @@
 """Probability-valued confidences of an answer (spec section 2), needed for ECE and reliability diagrams.
 
-- ``answer_prob``: for multiple choice, the option letter's probability at the answer position,
-  renormalised over the option letters: p(L) / sum_{L' in options} p(L'). Letters outside the
-  top-k of that step count as probability 0 (servers give only the top 20). For other answers: the
-  probability of the answer's tokens inside the last ``\\boxed{}``, given everything before them:
-  exp(sum_t log p(y_t)) over the answer span.
+- ``answer_prob``: for multiple choice answered with a letter, the letter's probability at the
+  answer position, renormalised over the option letters: p(L) / sum_{L' in options} p(L'). Letters
+  outside the top-k of that step count as probability 0 (servers give only the top 20). For other
+  answers (and options answered by their text): the probability of the answer's tokens inside the
+  last ``\\boxed{}``, given everything before them: exp(sum_t log p(y_t)) over the answer span.
 - ``nmlp``: the length-normalised probability of the whole trace, exp(mean_t log p(y_t)).
 
 Both work from the trace's token pieces and top-k alternatives, so they apply to every backend.
@@ -56,9 +56,11 @@ def answer_probability(trace: Trace, answer_type: str, options=(), predicted: st
     span = answer_token_span(trace.tokens)
     if span is None:
         return None
-    if answer_type != "choice":
+    content = "".join(trace.tokens[span[0]:span[1]]).strip()
+    if answer_type != "choice" or _LETTER.sub("", content).upper() not in letters_of(options):
+        # open answers, and options answered by their text: the probability of the boxed tokens
         return float(math.exp(float(np.sum(trace.logprobs[span[0]:span[1]]))))
-    letters = [chr(ord("A") + i) for i in range(len(options))]
+    letters = letters_of(options)
     for step in range(*span):
         letter = _LETTER.sub("", trace.tokens[step]).upper()
         if letter in letters:
@@ -73,6 +75,10 @@ def answer_probability(trace: Trace, answer_type: str, options=(), predicted: st
             probs[key] = math.exp(float(lp))
     total = sum(probs.values())
     return probs.get(target, 0.0) / total if total > 0 else None
+
+
+def letters_of(options) -> list[str]:
+    return [chr(ord("A") + i) for i in range(len(options))]
 
 
 def nmlp(trace: Trace) -> float:

@@ -84,6 +84,19 @@ def _facts_from_pixels(path: str) -> dict:
     return {"shape": shape, "color": color}
 
 
+def explanation(question: str, facts: dict) -> str:
+    """For yes/no questions, the fact the answer turns on ("There is no circle."); else ""."""
+    words = re.findall(r"[a-z]+", question.lower())
+    if question_type(question) != "yes_no" or not facts:
+        return ""
+    target = next((w for w in words if w in SHAPES or w in COLORS), None)
+    if target is None:
+        return ""
+    present = target in (facts.get("shape"), facts.get("color"))
+    thing = target if target in SHAPES else f"{target} shape"
+    return f"There is a {thing}." if present else f"There is no {thing}."
+
+
 @lru_cache(maxsize=4)
 def load_easyvqa(split: str) -> tuple[Sample, ...]:
     if split not in SPLITS:
@@ -104,5 +117,6 @@ def load_easyvqa(split: str) -> tuple[Sample, ...]:
         samples.append(Sample(
             id=f"easyvqa-{split}-{n:05d}", images=[str(root / "images" / f"{image_id}.png")],
             question=text, answer=answer, answer_type="text", question_type=question_type(text),
-            metadata={"image_id": image_id, **facts.get(image_id, {})}))
+            metadata={"image_id": image_id, **facts.get(image_id, {}),
+                      "explanation": explanation(text, facts.get(image_id, {}))}))
     return tuple(samples)

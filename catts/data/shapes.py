@@ -10,6 +10,9 @@ of a 3x3 grid, with jitter in position and size. Questions ask what real benchma
 - ``exists`` (yes/no): "Is there a red square?" where red things and squares may both be present
   but not together, so a bag of features is not enough.
 
+``metadata["explanation"]`` holds the step from the scene to the answer ("The square is red.");
+the tiny models are trained to say it before they answer.
+
 Everything derives from ``random.Random(f"shapes-{split}")``: the same split is the same data on
 every machine. Splits: train 6,000 scenes, val 250, test 250, four questions per scene.
 """
@@ -89,11 +92,13 @@ def _question(kind: str, objects: list[dict], rng: random.Random) -> dict | None
     if kind == "count":
         target = rng.choice(["shape", "color", "all"])
         if target == "all":
-            return {"question": "How many objects are there?", "answer": str(len(objects)), "answer_type": "number"}
+            return {"question": "How many objects are there?", "answer": str(len(objects)), "answer_type": "number",
+                    "explanation": ""}
         value = rng.choice(SHAPES if target == "shape" else list(COLORS))
         n = sum(o[target] == value for o in objects)
         noun = f"{value}s" if target == "shape" else f"{value} objects"
-        return {"question": f"How many {noun} are there?", "answer": str(n), "answer_type": "number"}
+        return {"question": f"How many {noun} are there?", "answer": str(n), "answer_type": "number",
+                "explanation": ""}
     if kind in ("color", "shape"):
         by = "shape" if kind == "color" else "color"
         pick = _unique(objects, by)
@@ -101,12 +106,12 @@ def _question(kind: str, objects: list[dict], rng: random.Random) -> dict | None
             return None
         o = rng.choice(pick)
         if kind == "color":
-            q = f"What color is the {o['shape']}?"
+            q, why = f"What color is the {o['shape']}?", f"The {o['shape']} is {o['color']}."
             options, letter = _options(rng, o["color"], list(COLORS), 4)
         else:
-            q = f"What shape is the {o['color']} object?"
+            q, why = f"What shape is the {o['color']} object?", f"The {o['color']} object is a {o['shape']}."
             options, letter = _options(rng, o["shape"], list(SHAPES), 3)
-        return {"question": q, "options": options, "answer": letter, "answer_type": "choice"}
+        return {"question": q, "options": options, "answer": letter, "answer_type": "choice", "explanation": why}
     if kind == "relation":
         refs = [o for o in objects if sum(name(p) == name(o) for p in objects) == 1]
         rng.shuffle(refs)
@@ -123,17 +128,22 @@ def _question(kind: str, objects: list[dict], rng: random.Random) -> dict | None
                     pool += [f"{c} {s}" for c in COLORS for s in SHAPES]
                     options, letter = _options(rng, name(hits[0]), pool, 4)
                     return {"question": f"Which object is {rel} the {name(ref)}?", "options": options,
-                            "answer": letter, "answer_type": "choice"}
+                            "answer": letter, "answer_type": "choice",
+                            "explanation": f"{rel.capitalize()} the {name(ref)} is the {name(hits[0])}."}
         return None
     if kind == "exists":
         present = {name(o) for o in objects}
         if rng.random() < 0.5:
-            return {"question": f"Is there a {rng.choice(sorted(present))}?", "answer": "yes", "answer_type": "text"}
+            target = rng.choice(sorted(present))
+            return {"question": f"Is there a {target}?", "answer": "yes", "answer_type": "text",
+                    "explanation": f"There is a {target}."}
         colors, shapes = {o["color"] for o in objects}, {o["shape"] for o in objects}
         absent = [f"{c} {s}" for c in colors for s in shapes if f"{c} {s}" not in present]
         if not absent:  # no colour/shape mix-up is possible; ask about an absent colour instead
             absent = [f"{c} {s}" for c in COLORS for s in shapes if c not in colors]
-        return {"question": f"Is there a {rng.choice(absent)}?", "answer": "no", "answer_type": "text"}
+        target = rng.choice(absent)
+        return {"question": f"Is there a {target}?", "answer": "no", "answer_type": "text",
+                "explanation": f"There is no {target}."}
     raise ValueError(kind)
 
 
@@ -162,7 +172,7 @@ def load_shapes(split: str) -> tuple[Sample, ...]:
                 id=f"shapes-{split}-{scene_id:05d}-{asked}", images=[image], question=q["question"],
                 answer=q["answer"], answer_type=q["answer_type"], options=q.get("options", []),
                 question_type=kind,
-                metadata={"scene": scene_id, "objects": [{k: o[k] for k in ("shape", "color", "row", "col")}
+                metadata={"scene": scene_id, "explanation": q["explanation"], "objects": [{k: o[k] for k in ("shape", "color", "row", "col")}
                                                          for o in objects]}))
             asked += 1
     return tuple(samples)

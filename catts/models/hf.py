@@ -197,16 +197,26 @@ class TransformersBackend:
             self._pieces[token_id] = self.tokenizer.decode([token_id])
         return self._pieces[token_id]
 
-    def token_pieces(self, ids: Sequence[int]) -> list[str]:
-        """The text each token adds to the decoded string (multi-byte characters go to their last token)."""
-        pieces, prev = [], ""
-        for k in range(1, len(ids) + 1):
-            text = self.tokenizer.decode(ids[:k], skip_special_tokens=True)
-            if text.endswith("\ufffd"):  # an incomplete UTF-8 character: wait for its last byte
+    def token_pieces(self, ids: Sequence[int], context: int = 6) -> list[str]:
+        """The text each token adds to the decoded string.
+
+        Decoding a token alone loses context (SentencePiece drops a leading space, byte-level BPE
+        splits multi-byte characters), so each piece is the difference of two decodes over a short
+        window of preceding tokens. An incomplete UTF-8 character is held back until its last byte.
+        """
+        ids = list(ids)
+        pieces, pending_from = [], None
+        for k in range(len(ids)):
+            lo = max(0, (k if pending_from is None else pending_from) - context)
+            before = self.tokenizer.decode(ids[lo:pending_from if pending_from is not None else k],
+                                           skip_special_tokens=True)
+            after = self.tokenizer.decode(ids[lo:k + 1], skip_special_tokens=True)
+            if after.endswith("\ufffd"):
                 pieces.append("")
+                pending_from = k if pending_from is None else pending_from
                 continue
-            pieces.append(text[len(prev):])
-            prev = text
+            pieces.append(after[len(before):] if after.startswith(before) else after)
+            pending_from = None
         return pieces
 
     @torch.no_grad()

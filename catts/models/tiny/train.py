@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,19 +40,33 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0               # 0 = torch default
     max_samples: int = 0           # >0: train on the first N samples of each set (smoke tests)
+    init_from: str = ""            # continue from a saved tiny model folder (its tokenizer and weights)
+    stop_after: int = 0            # >0: stop after this many steps (the lr schedule still spans ``steps``)
+    explain: bool = True           # say the step from scene to answer before the answer (stage 2)
     spec: TinySpec = field(default_factory=TinySpec)
 
 
 def rationale(sample: Sample) -> str:
     """What the image shows, from the sample's metadata (the target's reasoning part)."""
     meta = sample.metadata
-    if "objects" in meta:
-        return describe(meta["objects"])
-    return f"I see: {meta['color']} {meta['shape']}."
+    seen = describe(meta["objects"]) if "objects" in meta else f"I see: {meta['color']} {meta['shape']}."
+    return f"{seen} {meta['explanation']}" if meta.get("explanation") else seen
 
 
-def target_text(sample: Sample) -> str:
-    return f"{rationale(sample)} \\boxed{{{sample.answer}}}"
+def target_text(sample: Sample, explain: bool = True) -> str:
+    """Rationale, then the boxed answer; a multiple-choice answer is boxed as its option text.
+
+    Why the option text and not the letter: a model this small learns to say what it sees and
+    which object the question is about, but not (within our training budget) the extra look-up
+    from an option's text to its letter; ``catts.answers`` maps a boxed option text to its letter
+    exactly (extraction path ``boxed_option_text``), so nothing is guessed. Real models answer
+    with the letter, as the prompt asks.
+    """
+    text = rationale(sample) if explain else rationale(replace(sample, metadata={**sample.metadata, "explanation": ""}))
+    answer = sample.answer
+    if sample.answer_type == "choice" and explain:
+        answer = sample.options[ord(sample.answer) - ord("A")]
+    return f"{text} \\boxed{{{answer}}}"
 
 
 def chat_prompt(processor, sample: Sample) -> str:
@@ -64,7 +78,7 @@ def chat_prompt(processor, sample: Sample) -> str:
 class Encoded:
     """Token ids, label starts and preprocessed images of a list of samples, built once."""
 
-    def __init__(self, samples: list[Sample], processor, spec: TinySpec):
+    def __init__(self, samples: list[Sample], processor, spec: TinySpec, explain: bool = True):
         tok = processor.tokenizer
         image_id = tok.convert_tokens_to_ids(IMAGE_TOKEN)
         n_img = num_image_tokens(spec)
@@ -74,7 +88,7 @@ class Encoded:
             prompt = tok(chat_prompt(processor, s), add_special_tokens=False)["input_ids"]
             k = prompt.index(image_id)
             prompt = prompt[:k] + [image_id] * n_img + prompt[k + 1:]
-            target = tok(target_text(s), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            target = tok(target_text(s, explain), add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
             self.ids.append(prompt + target)
             self.starts.append(len(prompt))
         keys, self.image_index, originals = {}, [], []
@@ -145,11 +159,17 @@ def train_tiny(config: TrainConfig, out: str | Path, log=print) -> Path:
     cap = slice(0, config.max_samples or None)
     easy, shapes = load_embedded("easyvqa", "train")[cap], load_embedded("shapes", "val" if config.max_samples else "train")[cap]
     val_easy, val_shapes = load_embedded("easyvqa", "val")[cap], load_embedded("shapes", "val")[cap]
-    corpus = [build_prompt(s) + "\n" + target_text(s) for s in easy[::4] + shapes[::2]]
-    tokenizer = build_tokenizer(corpus, config.spec.vocab_size)
-    processor = build_processor(tokenizer, config.spec)
-    model = build_model(tokenizer, config.spec, seed=config.seed)
-    sets = {name: Encoded(list(s), processor, config.spec) for name, s in
+    if config.init_from:
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        processor = AutoProcessor.from_pretrained(config.init_from)
+        model = AutoModelForImageTextToText.from_pretrained(config.init_from)
+    else:
+        corpus = [build_prompt(s) + "\n" + target_text(s) for s in easy[::4] + shapes[::2]]
+        tokenizer = build_tokenizer(corpus, config.spec.vocab_size)
+        processor = build_processor(tokenizer, config.spec)
+        model = build_model(tokenizer, config.spec, seed=config.seed)
+    sets = {name: Encoded(list(s), processor, config.spec, config.explain) for name, s in
             [("easyvqa", easy), ("shapes", shapes), ("val_easyvqa", val_easy[::9]), ("val_shapes", val_shapes)]}
     log(f"[{config.name}] data ready in {time.time() - t0:.0f}s; "
         f"{sum(p.numel() for p in model.parameters()):,} parameters")
@@ -163,7 +183,8 @@ def train_tiny(config: TrainConfig, out: str | Path, log=print) -> Path:
     history = []
     model.train()
     t_train = time.time()
-    for step in range(1, config.steps + 1):
+    last = config.stop_after or config.steps
+    for step in range(1, last + 1):
         lr = _lr(step, config)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -177,20 +198,25 @@ def train_tiny(config: TrainConfig, out: str | Path, log=print) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if step % config.eval_every == 0 or step == config.steps:
+        if step % config.eval_every == 0 or step == last:
             row = {"step": step, "loss": round(sum(losses), 4), "lr": lr, "seconds": round(time.time() - t_train, 1),
                    "val_easyvqa": teacher_forced_exact(model, sets["val_easyvqa"]),
                    "val_shapes": teacher_forced_exact(model, sets["val_shapes"])}
             history.append(row)
             log(f"[{config.name}] " + json.dumps(row))
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    processor.save_pretrained(out)
+            _save(model, processor, out)  # a checkpoint at every evaluation
+    _save(model, processor, out)
     cfg = asdict(config)
     (out / "train_log.json").write_text(json.dumps(
         {"config": cfg, "train_seconds": round(time.time() - t_train, 1), "total_seconds": round(time.time() - t0, 1),
          "torch": torch.__version__, "threads": torch.get_num_threads(), "history": history}, indent=1))
     return out
+
+
+def _save(model, processor, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    processor.save_pretrained(out)
 
 
 def _lr(step: int, c: TrainConfig) -> float:
@@ -200,7 +226,32 @@ def _lr(step: int, c: TrainConfig) -> float:
     return c.min_lr + 0.5 * (c.lr - c.min_lr) * (1 + math.cos(math.pi * p))
 
 
-def default_config(name: str) -> TrainConfig:
+def recipe(name: str) -> list[TrainConfig]:
+    """The stages that made the shipped model ``name``; each stage starts from the previous one.
+
+    ``tiny``: stage 1 learns to see (targets without the explanation step; an 8,000-step cosine
+    schedule stopped after 4,400 steps), stage 2 learns to answer from what it saw (targets with
+    the explanation, 3,000 steps, shapes-heavy batches). Measured timings are in docs/models.md.
+    """
+    if name == "tiny":
+        return [TrainConfig(name="tiny-stage1", spec=SPECS["tiny"], explain=False, stop_after=4400),
+                TrainConfig(name="tiny", spec=SPECS["tiny"], steps=2500, lr=6e-4, warmup=100, easyvqa_share=0.35,
+                            eval_every=250)]
     if name == "tiny-expert":
-        return TrainConfig(name=name, spec=SPECS[name], degrade_prob=0.5, seed=1, steps=5000)
-    return TrainConfig(name=name, spec=SPECS[name])
+        return [TrainConfig(name=name, spec=SPECS[name], degrade_prob=0.3, seed=1, steps=4500, eval_every=250)]
+    raise ValueError(f"no recipe for {name!r}; embedded models: tiny, tiny-expert")
+
+
+def train_recipe(name: str, out: str | Path, log=print, **overrides) -> Path:
+    """Run every stage of ``recipe(name)``, chaining them through ``out``/stageN folders."""
+    out = Path(out)
+    stages = recipe(name)
+    previous = ""
+    for k, config in enumerate(stages, 1):
+        for key, value in overrides.items():
+            setattr(config, key, value)
+        config.init_from = config.init_from or previous
+        target = out if k == len(stages) else out.parent / f"{out.name}-stage{k}"
+        train_tiny(config, target, log=log)
+        previous = str(target)
+    return out
