@@ -103,6 +103,8 @@ def probe_cmd(
     limit: Optional[int] = typer.Option(150, help="Questions per dataset (0 = all)."),
     map_limit: int = typer.Option(150, help="Held-out (val) questions per dataset for fitting the C -> [0,1] map."),
     seed: int = typer.Option(0, help="Seed of the degradation noise."),
+    saliency: str = typer.Option("spectral", help="Saliency for key_region noise: spectral (no weights), model "
+                                 "(the probed model's own vision tower) or a local CLIP checkpoint folder."),
     out: Path = typer.Option(Path("runs/probe"), help="Run folder; a killed run resumes here."),
     batch_size: int = typer.Option(64, help="Sequences per forward pass (results do not depend on it)."),
     max_new_tokens: int = typer.Option(64, help="Generation budget per answer."),
@@ -115,7 +117,8 @@ def probe_cmd(
     from catts.probe import DEFAULT_DATA, DEFAULT_DEGRADE, ProbeConfig, run_probe
 
     cfg = ProbeConfig(model=model, data=list(data or DEFAULT_DATA), degrade=list(degrade or DEFAULT_DEGRADE),
-                      limit=limit or None, map_limit=map_limit, seed=seed, max_new_tokens=max_new_tokens)
+                      limit=limit or None, map_limit=map_limit, seed=seed, max_new_tokens=max_new_tokens,
+                      saliency=saliency)
     try:
         for d in cfg.degrade:
             parse_degrade_spec(d)

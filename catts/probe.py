@@ -25,7 +25,7 @@ from catts.confidence.mapping import ConfidenceMap
 from catts.data import DataError, Sample, load_data
 from catts.eval import grade, to_prompt
 from catts.models.backend import Backend, SamplingParams
-from catts.perception.degrade import degrade, parse_degrade_spec
+from catts.perception.degrade import degrade, key_region_noise, parse_degrade_spec
 from catts.runs import RunDir
 
 DEFAULT_DATA = ("easyvqa:test", "shapes:test")
@@ -43,6 +43,7 @@ class ProbeConfig:
     map_limit: int = 150             # held-out questions per dataset for the confidence map
     seed: int = 0                    # degradation noise seed
     max_new_tokens: int = 64
+    saliency: str = "spectral"       # key-region noise: spectral, model (the probed model's tower) or a CLIP folder
 
 
 @dataclass
@@ -77,15 +78,21 @@ def record_key(data: str, sample_id: str, kind: str, level: int) -> str:
     return f"{data}|{sample_id}|{kind}|{level}"
 
 
+def _degrade(image, kind: str, level: int, cfg: ProbeConfig, key: str, saliency=None):
+    if kind == "key_region" and saliency is not None:
+        return key_region_noise(image, level, saliency=saliency(image), seed=cfg.seed, key=key)
+    return degrade(image, kind, level, seed=cfg.seed, key=key)
+
+
 def _ask(backend: Backend, samples: Sequence[Sample], kind: str, level: int, cfg: ProbeConfig,
-         cmap: ConfidenceMap | None, timer: Timer, data: str = "") -> list[dict]:
+         cmap: ConfidenceMap | None, timer: Timer, data: str = "", saliency=None) -> list[dict]:
     """Degrade each sample's images, ask greedily, grade: one record per sample."""
     records, ready = [], []
     for s in samples:
         base = {"key": record_key(data, s.id, kind, level), "data": data, "id": s.id, "kind": kind, "level": level,
                 "question_type": s.question_type, "gold": s.answer}
         try:
-            images = [degrade(im, kind, level, seed=cfg.seed, key=s.id) for im in s.load_images()]
+            images = [_degrade(im, kind, level, cfg, s.id, saliency) for im in s.load_images()]
             ready.append((s, base, to_prompt(s, images)))
         except (DataError, OSError, ValueError) as e:
             records.append(base | {"error": f"sample {s.id!r}: {e}", "correct": False})
@@ -128,7 +135,7 @@ def run_probe(backend: Backend, cfg: ProbeConfig, out: str | Path,
     """The whole sweep; returns the summary (also written to ``out/summary.json``)."""
     t_start = time.perf_counter()
     timer = Timer()
-    run = RunDir(out, {"task": "probe", **asdict(cfg)}, resume_ignore=())
+    run = RunDir(out, {"task": "probe", **asdict(cfg)})  # a larger --limit resumes and adds questions
     sweeps = [parse_degrade_spec(d) for d in cfg.degrade]
     datasets = {}
     for spec in cfg.data:
@@ -138,6 +145,11 @@ def run_probe(backend: Backend, cfg: ProbeConfig, out: str | Path,
     done = run.done_keys("key")
     if progress:
         progress(len(done), total)
+    saliency = None
+    if cfg.saliency != "spectral" and any(kind == "key_region" for kind, _ in sweeps):
+        from catts.perception.saliency import load_saliency
+
+        saliency = load_saliency(cfg.model if cfg.saliency == "model" else cfg.saliency)
     maps_file = run.path / "confidence_maps.json"
     maps = {k: ConfidenceMap.from_dict(v) for k, v in json.loads(maps_file.read_text()).items()} \
         if maps_file.exists() else {}
@@ -151,7 +163,7 @@ def run_probe(backend: Backend, cfg: ProbeConfig, out: str | Path,
             for level in levels:
                 todo = [s for s in samples if record_key(spec, s.id, kind, level) not in done]
                 for k in range(0, len(todo), batch):
-                    recs = _ask(backend, todo[k:k + batch], kind, level, cfg, maps[spec], timer, spec)
+                    recs = _ask(backend, todo[k:k + batch], kind, level, cfg, maps[spec], timer, spec, saliency)
                     run.append(recs)
                     if progress:
                         progress(len(recs), total)

@@ -79,3 +79,20 @@ def test_cli_probe_and_bad_spec(tmp_path):
                              "--map-limit", "12", "--out", str(tmp_path / "p")])
     assert ok.exit_code == 0, ok.output
     assert json.loads((tmp_path / "p" / "summary.json").read_text())["levels"][0]["n"] == 6
+
+
+def test_key_region_with_the_models_own_attention(tiny_backend, shapes_test, tmp_path):
+    import numpy as np
+
+    from catts.perception.saliency import load_saliency
+
+    sal = load_saliency("tiny")
+    s = shapes_test[0]
+    grid = sal(s.load_images()[0])
+    assert grid.shape == (6, 6) and abs(grid.sum() - 1) < 1e-5
+    # the most attended patch lies on an object of the scene (objects sit in a 3x3 grid of 2x2 patches)
+    r, c = np.unravel_index(grid.argmax(), grid.shape)
+    assert (r // 2, c // 2) in {(o["row"], o["col"]) for o in s.metadata["objects"]}
+    summary = run_probe(tiny_backend, ProbeConfig(data=["shapes:test"], degrade=["key_region:999"], limit=4,
+                                                  map_limit=8, saliency="model"), tmp_path)
+    assert summary["levels"][0]["n"] == 4
