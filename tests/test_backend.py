@@ -47,8 +47,8 @@ def test_teacher_forced_score_matches_generation(tiny_backend, prompts):
     flat = [(p, t) for p, ts in zip(prompts, traces) for t in ts]
     scored = tiny_backend.score([p for p, _ in flat], [t.token_ids for _, t in flat])
     for (_, t), s in zip(flat, scored):
-        np.testing.assert_allclose(s.logprobs, t.logprobs, atol=1e-4)
-        np.testing.assert_allclose(s.top_logprobs, t.top_logprobs, atol=1e-4)
+        np.testing.assert_allclose(s.logprobs, t.logprobs, rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(s.top_logprobs, t.top_logprobs, rtol=1e-4, atol=1e-4)
     # text continuations are tokenised by the model's tokenizer
     s_text = tiny_backend.score(prompts[:1], [flat[0][1].text])[0]
     assert s_text.logprobs.shape[0] >= 1 and np.all(s_text.logprobs <= 0)

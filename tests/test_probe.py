@@ -42,7 +42,7 @@ def test_report_files(probe_run):
     assert len(rows) == 4 and float(rows[0]["accuracy"]) == pytest.approx(summary["levels"][0]["accuracy"])
     for name in ("figure1_shapes_test_diffusion.png", "reliability_shapes_test_blur.png"):
         with Image.open(out / name) as im:
-            assert im.width > 400 and im.height > 200
+            assert im.width > 250 and im.height > 250
     md = (out / "summary.md").read_text()
     assert "accuracy went" in md and "| diffusion | 999 |" in md
     b = summary["bluntness"]["shapes:test"]
@@ -62,7 +62,7 @@ def test_resume_and_determinism(probe_run, tiny_backend, tmp_path):
     seen = []
     again = run_probe(tiny_backend, ProbeConfig(**SMALL), out, progress=lambda k, total: seen.append((k, total)))
     assert seen[0] == (48, 48) and len(seen) == 1  # nothing redone
-    assert again["levels"] == summary["levels"]
+    assert json.dumps(again["levels"]) == json.dumps(summary["levels"])  # NaN-safe comparison
     fresh = run_probe(tiny_backend, ProbeConfig(**SMALL), tmp_path / "fresh", batch=5)  # other batching
     assert [lv["accuracy"] for lv in fresh["levels"]] == [lv["accuracy"] for lv in summary["levels"]]
     assert fresh["levels"][2]["confidence"]["answer_prob"] == pytest.approx(
