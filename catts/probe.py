@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -67,7 +68,8 @@ def _answer_record(sample: Sample, trace, cmap: ConfidenceMap | None) -> dict:
     rec = grade(sample, trace)
     conf = rec["confidence"]
     prob = answer_probability(trace, sample.answer_type, sample.options, rec["prediction"])
-    conf["answer_prob"] = prob if prob is not None and rec["prediction"] is not None else 0.0
+    # an unparsed answer has no answer to be confident in: None here, 0 in ECE / Brier / AUROC
+    conf["answer_prob"] = prob if rec["prediction"] is not None else None
     conf["nmlp"] = nmlp(trace)
     if cmap is not None:
         conf["c_mapped"] = float(cmap(conf["mean"])) if np.isfinite(conf["mean"]) else 0.0
@@ -84,10 +86,10 @@ def _degrade(image, kind: str, level: int, cfg: ProbeConfig, key: str, saliency=
     return degrade(image, kind, level, seed=cfg.seed, key=key)
 
 
-def _ask(backend: Backend, samples: Sequence[Sample], kind: str, level: int, cfg: ProbeConfig,
-         cmap: ConfidenceMap | None, timer: Timer, data: str = "", saliency=None) -> list[dict]:
-    """Degrade each sample's images, ask greedily, grade: one record per sample."""
-    records, ready = [], []
+def _prepare(samples: Sequence[Sample], kind: str, level: int, cfg: ProbeConfig, data: str = "",
+             saliency=None) -> tuple[list[dict], list[tuple]]:
+    """Degrade each sample's images: error records for unreadable samples, and (sample, record, prompt)."""
+    errors, ready = [], []
     for s in samples:
         base = {"key": record_key(data, s.id, kind, level), "data": data, "id": s.id, "kind": kind, "level": level,
                 "question_type": s.question_type, "gold": s.answer}
@@ -95,7 +97,14 @@ def _ask(backend: Backend, samples: Sequence[Sample], kind: str, level: int, cfg
             images = [_degrade(im, kind, level, cfg, s.id, saliency) for im in s.load_images()]
             ready.append((s, base, to_prompt(s, images)))
         except (DataError, OSError, ValueError) as e:
-            records.append(base | {"error": f"sample {s.id!r}: {e}", "correct": False})
+            errors.append(base | {"error": f"sample {s.id!r}: {e}", "correct": False})
+    return errors, ready
+
+
+def _answer(backend: Backend, prepared: tuple[list[dict], list[tuple]], cfg: ProbeConfig,
+            cmap: ConfidenceMap | None, timer: Timer) -> list[dict]:
+    """Ask the prepared prompts greedily and grade: one record per sample."""
+    records, ready = list(prepared[0]), prepared[1]
     if ready:
         t0 = time.perf_counter()
         traces = backend.generate([p for _, _, p in ready], SamplingParams(max_new_tokens=cfg.max_new_tokens))
@@ -106,23 +115,33 @@ def _ask(backend: Backend, samples: Sequence[Sample], kind: str, level: int, cfg
 
 
 def fit_confidence_map(backend: Backend, samples: Sequence[Sample], cfg: ProbeConfig, timer: Timer) -> ConfidenceMap:
-    recs = _ask(backend, samples, "none", 0, cfg, None, timer)
+    recs = _answer(backend, _prepare(samples, "none", 0, cfg), cfg, None, timer)
     ok = [r for r in recs if "error" not in r]
     return ConfidenceMap("platt").fit([r["confidence"]["mean"] for r in ok], [r["correct"] for r in ok])
 
 
+def _num(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
 def level_metrics(records: list[dict]) -> dict:
-    """Accuracy, mean confidences, ECE/Brier/AUROC (on answer_prob; AUROC of C too), unparsed rate, n."""
+    """Accuracy, mean confidences, ECE/Brier/AUROC (on answer_prob; AUROC of C too), unparsed rate, n.
+
+    Mean confidences are over the answers that have one (``answer_prob`` over parsed answers);
+    ECE, Brier and AUROC count an unparsed answer as wrong with confidence 0.
+    """
     ok = [r for r in records if "error" not in r]
     if not ok:
         return {"n": 0, "n_errors": len(records)}
     z = np.array([r["correct"] for r in ok], dtype=float)
-    conf = {name: np.array([r["confidence"].get(name, np.nan) for r in ok], dtype=float) for name in CONFIDENCES}
-    p = np.clip(conf["answer_prob"], 0.0, 1.0)
+    conf = {name: np.array([_num(r["confidence"].get(name)) for r in ok]) for name in CONFIDENCES}
+    p = np.clip(np.nan_to_num(conf["answer_prob"], nan=0.0), 0.0, 1.0)
+    parsed = np.array([r["prediction"] is not None for r in ok])
     return {
         "n": len(ok), "n_errors": len(records) - len(ok), "accuracy": float(z.mean()),
         "unparsed_rate": float(np.mean([r["prediction"] is None for r in ok])),
         "confidence": {k: float(np.nanmean(v)) for k, v in conf.items() if np.isfinite(v).any()},
+        "accuracy_parsed": float(z[parsed].mean()) if parsed.any() else float("nan"),
         "ece": ece(p, z, n_bins=15), "brier": brier(p, z), "auroc": auroc(p, z),
         "auroc_c": auroc(conf["mean"], z) if np.isfinite(conf["mean"]).all() else float("nan"),
         "ece_c_mapped": ece(np.clip(conf["c_mapped"], 0, 1), z) if np.isfinite(conf["c_mapped"]).all() else None,
@@ -159,14 +178,21 @@ def run_probe(backend: Backend, cfg: ProbeConfig, out: str | Path,
             map_samples = load_data(held)[: cfg.map_limit] if held else samples
             maps[spec] = fit_confidence_map(backend, map_samples, cfg, timer)
             maps_file.write_text(json.dumps({k: m.to_dict() for k, m in maps.items()}))
-        for kind, levels in sweeps:
-            for level in levels:
-                todo = [s for s in samples if record_key(spec, s.id, kind, level) not in done]
-                for k in range(0, len(todo), batch):
-                    recs = _ask(backend, todo[k:k + batch], kind, level, cfg, maps[spec], timer, spec, saliency)
-                    run.append(recs)
-                    if progress:
-                        progress(len(recs), total)
+        jobs = [(kind, level, todo[k:k + batch]) for kind, levels in sweeps for level in levels
+                for todo in [[s for s in samples if record_key(spec, s.id, kind, level) not in done]]
+                for k in range(0, len(todo), batch)]
+        # degrade the next batch on a worker thread while the model answers this one
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            nxt = pool.submit(_prepare, jobs[0][2], jobs[0][0], jobs[0][1], cfg, spec, saliency) if jobs else None
+            for k, (kind, level, _) in enumerate(jobs):
+                prepared = nxt.result()
+                if k + 1 < len(jobs):
+                    nk, nl, ns = jobs[k + 1]
+                    nxt = pool.submit(_prepare, ns, nk, nl, cfg, spec, saliency)
+                recs = _answer(backend, prepared, cfg, maps[spec], timer)
+                run.append(recs)
+                if progress:
+                    progress(len(recs), total)
     records = run.records()
     grouped: dict[tuple, list[dict]] = {}
     for r in records:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 
@@ -76,7 +75,8 @@ def _facts_from_pixels(path: str) -> dict:
     mask = np.abs(a - np.median(border, axis=0)).sum(-1) > 60
     if not mask.any():
         return {}
-    rgb = Counter(map(tuple, a[mask])).most_common(1)[0][0]
+    colors, counts = np.unique(a[mask], axis=0, return_counts=True)
+    rgb = colors[counts.argmax()]
     color = min(PALETTE, key=lambda k: sum((x - y) ** 2 for x, y in zip(PALETTE[k], rgb)))
     ys, xs = np.nonzero(mask)
     fill = mask.sum() / ((np.ptp(ys) + 1) * (np.ptp(xs) + 1))

@@ -13,12 +13,12 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from catts.calibration.plots import draw_reliability
+from catts.calibration.metrics import ece, reliability_bins
 from catts.perception.degrade import degrade
 
 CSV_FIELDS = ("data", "kind", "level", "n", "n_errors", "accuracy", "unparsed_rate", "ece", "ece_c_mapped", "brier",
               "auroc", "auroc_c", "mean_tokens")
-AXES_WIDTH = 0.55
+AXES_WIDTH = 0.58
 PLOTTED = (("answer_prob", "answer probability", "#C44E52"), ("c_mapped", "mapped trace confidence C", "#DD8452"),
            ("nmlp", "normalised trace probability", "#8172B3"))
 
@@ -40,7 +40,7 @@ def write_levels_csv(path: Path, levels: list[dict]) -> Path:
 def figure_one(path: Path, levels: list[dict], kind: str, data: str, example, seed: int) -> Path:
     """Accuracy and mean confidences against level, with the degraded example image along the axis."""
     xs = np.arange(len(levels))
-    fig = Figure(figsize=(1.1 * len(levels) + 4.5, 5.2), dpi=110)
+    fig = Figure(figsize=(0.9 * len(levels) + 3.6, 5.2), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_axes([0.08, 0.36, AXES_WIDTH, 0.56])
     ax.plot(xs, [lv["accuracy"] for lv in levels], "o-", color="#4C72B0", linewidth=2.2, label="accuracy")
@@ -68,20 +68,36 @@ def figure_one(path: Path, levels: list[dict], kind: str, data: str, example, se
 
 
 def reliability_grid(path: Path, records_by_level: list[tuple[dict, list[dict]]], kind: str, data: str) -> Path:
-    """One reliability diagram of answer_prob per level, side by side."""
+    """One small reliability diagram of answer_prob per level, side by side.
+
+    Each panel: accuracy per confidence bin (10 equal-width bins, a step line) against the
+    diagonal, the share of answers per bin as grey steps along the bottom, and the level's ECE.
+    Lighter than ``catts.calibration.plots.reliability_diagram`` (one artist per curve, no bars),
+    so a sweep's report stays a small share of the probe's time.
+    """
     n = len(records_by_level)
-    fig = Figure(figsize=(2.6 * n, 3.6), dpi=100)
+    fig = Figure(figsize=(2.0 * n + 0.6, 2.6), dpi=80)
     FigureCanvasAgg(fig)
-    axes = fig.subplots(2, n, squeeze=False, gridspec_kw={"height_ratios": [3, 1]})
-    for i, (lv, recs) in enumerate(records_by_level):
+    axes = fig.subplots(1, n, squeeze=False, sharey=True)[0]
+    for ax, (lv, recs) in zip(axes, records_by_level):
         ok = [r for r in recs if "error" not in r]
+        ax.plot([0, 1], [0, 1], "--", color="0.5", linewidth=0.8)
+        ax.set_title(f"{kind} {lv['level']}", fontsize=9)
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
         if not ok:
             continue
-        c = np.clip([r["confidence"]["answer_prob"] for r in ok], 0, 1)
+        c = np.clip([r["confidence"]["answer_prob"] or 0.0 for r in ok], 0, 1)  # unparsed: 0
         z = np.array([r["correct"] for r in ok], dtype=float)
-        draw_reliability(axes[0, i], axes[1, i], c, z, n_bins=10, title=f"{kind} {lv['level']}", legend=False)
-    fig.suptitle(f"{data}: reliability of the answer probability", fontsize=10)
-    fig.tight_layout()
+        bins = reliability_bins(c, z, n_bins=10)
+        ax.stairs(bins.counts / bins.n, bins.edges, color="0.6", fill=True, alpha=0.5)
+        acc = np.where(bins.nonempty, bins.accuracy, np.nan)
+        ax.stairs(acc, bins.edges, color="#4C72B0", linewidth=1.6)
+        ax.text(0.04, 0.9, f"ECE {ece(c, z, n_bins=10):.2f}", fontsize=8, transform=ax.transAxes)
+        ax.set_xlabel("answer probability", fontsize=8)
+    axes[0].set_ylabel("accuracy / share", fontsize=8)
+    fig.suptitle(f"{data}: reliability per level", fontsize=10)
+    fig.subplots_adjust(left=0.5 / (2.0 * n + 0.6) + 0.02, right=0.98, bottom=0.2, top=0.8, wspace=0.15)
     fig.savefig(path, format="png")
     return path
 
@@ -95,6 +111,8 @@ def bluntness(levels: list[dict]) -> dict | None:
     acc_drop = a["accuracy"] - b["accuracy"]
     conf_drop = a["confidence"]["answer_prob"] - b["confidence"]["answer_prob"]
     return {"from_level": a["level"], "to_level": b["level"], "accuracy": [a["accuracy"], b["accuracy"]],
+            "accuracy_parsed": [a.get("accuracy_parsed"), b.get("accuracy_parsed")],
+            "unparsed_rate": [a["unparsed_rate"], b["unparsed_rate"]],
             "answer_prob": [a["confidence"]["answer_prob"], b["confidence"]["answer_prob"]],
             "accuracy_drop": acc_drop, "answer_prob_drop": conf_drop,
             "drop_ratio": conf_drop / acc_drop if acc_drop > 0 else None}
@@ -112,7 +130,9 @@ def write_markdown(path: Path, summary: dict) -> Path:
                       f"{b['accuracy'][0]:.3f} -> {b['accuracy'][1]:.3f} ({-100 * b['accuracy_drop']:+.1f} points) "
                       f"while the mean answer probability went {b['answer_prob'][0]:.3f} -> {b['answer_prob'][1]:.3f} "
                       f"({-100 * b['answer_prob_drop']:+.1f} points): confidence fell {ratio} times as much as "
-                      "accuracy.", ""]
+                      f"accuracy. Unparsed answers went {b['unparsed_rate'][0]:.3f} -> {b['unparsed_rate'][1]:.3f}; "
+                      f"among parsed answers accuracy went {b['accuracy_parsed'][0]:.3f} -> "
+                      f"{b['accuracy_parsed'][1]:.3f}. (Answer probability: mean over parsed answers.)", ""]
         lines += ["| kind | level | n | accuracy | answer prob | mapped C | ECE | AUROC | unparsed |",
                   "|---|---|---|---|---|---|---|---|---|"]
         for lv in levels:
