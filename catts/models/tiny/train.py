@@ -165,7 +165,7 @@ def train_tiny(config: TrainConfig, out: str | Path, log=print) -> Path:
         processor = AutoProcessor.from_pretrained(config.init_from)
         model = AutoModelForImageTextToText.from_pretrained(config.init_from)
     else:
-        corpus = [build_prompt(s) + "\n" + target_text(s) for s in easy[::4] + shapes[::2]]
+        corpus = [build_prompt(s) + "\n" + target_text(s, config.explain) for s in easy[::4] + shapes[::2]]
         tokenizer = build_tokenizer(corpus, config.spec.vocab_size)
         processor = build_processor(tokenizer, config.spec)
         model = build_model(tokenizer, config.spec, seed=config.seed)
