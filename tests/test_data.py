@@ -580,3 +580,19 @@ def test_shapes_pixels_match_objects(shapes_test):
                 nearest = np.argmin(((fg[:, None, :] - palette[None]) ** 2).sum(-1), axis=1)
                 top = names[Counter(nearest.tolist()).most_common(1)[0][0]]
                 assert top == by_cell[(r, c)]["color"], (s.id, r, c)
+
+
+def test_shapes_identical_across_processes():
+    """Python salts str hashes per process: the split must not depend on set iteration order."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    code = ("import hashlib, json; from catts.data.shapes import load_shapes; "
+            "print(hashlib.sha256(json.dumps([(s.id, s.question, s.options, s.answer) for s in "
+            "load_shapes('test')]).encode()).hexdigest())")
+    digests = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip() for seed in ("1", "2", "3")}
+    assert len(digests) == 1
+    assert hashlib.sha256(b"").hexdigest() not in digests

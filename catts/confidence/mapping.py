@@ -36,7 +36,7 @@ class ConfidenceMap:
             from sklearn.linear_model import LogisticRegression
 
             scale = float(np.std(c)) or 1.0
-            lr = LogisticRegression(C=1e4).fit(((c - c.mean()) / scale)[:, None], z)
+            lr = LogisticRegression(C=1.0).fit(((c - c.mean()) / scale)[:, None], z)
             a = max(0.0, float(lr.coef_[0, 0]) / scale)
             b = float(lr.intercept_[0]) - a * c.mean() if a > 0 else float(np.log(z.mean() / (1 - z.mean())))
             self.params = {"a": a, "b": b}

@@ -137,7 +137,8 @@ def _question(kind: str, objects: list[dict], rng: random.Random) -> dict | None
             target = rng.choice(sorted(present))
             return {"question": f"Is there a {target}?", "answer": "yes", "answer_type": "text",
                     "explanation": f"There is a {target}."}
-        colors, shapes = {o["color"] for o in objects}, {o["shape"] for o in objects}
+        # sorted: set order depends on PYTHONHASHSEED, and the split must be the same in every process
+        colors, shapes = sorted({o["color"] for o in objects}), sorted({o["shape"] for o in objects})
         absent = [f"{c} {s}" for c in colors for s in shapes if f"{c} {s}" not in present]
         if not absent:  # no colour/shape mix-up is possible; ask about an absent colour instead
             absent = [f"{c} {s}" for c in COLORS for s in shapes if c not in colors]
