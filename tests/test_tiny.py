@@ -15,6 +15,7 @@ def test_shipped_models_load_with_auto_classes():
         path = resolve_model_path(name)
         model = AutoModelForImageTextToText.from_pretrained(path)
         assert isinstance(model, LlavaForConditionalGeneration)
+        assert model.config.image_seq_length == num_image_tokens(SPECS[name])
         assert (path / "model.safetensors").stat().st_size < 20 * 2**20
         assert json.loads((path / "train_log.json").read_text())["history"]
     n_base = sum(p.numel() for p in AutoModelForImageTextToText.from_pretrained(resolve_model_path("tiny")).parameters())

@@ -91,7 +91,8 @@ def build_model(tokenizer: PreTrainedTokenizerFast, spec: TinySpec, seed: int = 
     config = LlavaConfig(vision_config=vision, text_config=text,
                          image_token_index=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
                          vision_feature_layer=-1, vision_feature_select_strategy="default",
-                         projector_hidden_act="gelu", tie_word_embeddings=True)
+                         projector_hidden_act="gelu", tie_word_embeddings=True,
+                         image_seq_length=num_image_tokens(spec))
     torch.manual_seed(seed)
     model = LlavaForConditionalGeneration(config)
     model.generation_config.pad_token_id = tokenizer.pad_token_id
