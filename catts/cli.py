@@ -132,7 +132,7 @@ def probe_cmd(
         def advance(k: int, total: int) -> None:
             bar.update(task, total=total, advance=k)
 
-        summary = run_probe(backend, cfg, out, progress=advance, batch=batch_size)
+        run_probe(backend, cfg, out, progress=advance, batch=batch_size)
     Console().print((out / "summary.md").read_text())
     console.print(f"written to {out}")
 

@@ -296,18 +296,11 @@ def _export(tmp_path, name, split, fmt, limit) -> Path:
     return path
 
 
-def test_cli_export_easyvqa_tsv_roundtrip(tmp_path, easyvqa_test):
-    path = _export(tmp_path, "easyvqa", "test", "tsv", 200)
+@pytest.mark.parametrize("name,fmt", [("easyvqa", "tsv"), ("shapes", "jsonl")])
+def test_cli_export_roundtrip(tmp_path, name, fmt):
+    path = _export(tmp_path, name, "test", fmt, 200)
     got = load_data(str(path))
-    want = load_data("easyvqa:test")[:200]
-    assert len(want) == 200
-    assert_same_samples(got, want)
-
-
-def test_cli_export_shapes_jsonl_roundtrip(tmp_path, shapes_test):
-    path = _export(tmp_path, "shapes", "test", "jsonl", 200)
-    got = load_data(str(path))
-    want = load_data("shapes:test")[:200]
+    want = load_data(f"{name}:test")[:200]
     assert len(want) == 200
     assert_same_samples(got, want)
 

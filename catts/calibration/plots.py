@@ -39,8 +39,7 @@ def reliability_diagram(confidences: ArrayLike, correct: ArrayLike,
     return out
 
 
-def draw_reliability(top, bottom, c: np.ndarray, z: np.ndarray, n_bins: int = 15, title: str = "",
-                     legend: bool = True) -> None:
+def draw_reliability(top, bottom, c: np.ndarray, z: np.ndarray, n_bins: int = 15, title: str = "") -> None:
     """Draw a reliability diagram on two given axes (accuracy bars over confidence histogram)."""
     bins = reliability_bins(c, z, n_bins, "uniform")
     value = ece(c, z, n_bins, "uniform")
@@ -56,13 +55,10 @@ def draw_reliability(top, bottom, c: np.ndarray, z: np.ndarray, n_bins: int = 15
     top.bar(left[ok], gap_height, bottom=gap_low, width=width[ok], align="edge",
             color="#C44E52", alpha=0.35, edgecolor="#C44E52", hatch="//", linewidth=0.6,
             label="gap to mean confidence")
-    if legend:
-        handles, labels = top.get_legend_handles_labels()
-        handles.append(Patch(color="none"))
-        labels.append(f"ECE ({n_bins} bins) = {value:.4f}")
-        top.legend(handles, labels, loc="upper left", fontsize=8, frameon=True)
-    else:
-        top.text(0.03, 0.93, f"ECE {value:.3f}", transform=top.transAxes, fontsize=8)
+    handles, labels = top.get_legend_handles_labels()
+    handles.append(Patch(color="none"))
+    labels.append(f"ECE ({n_bins} bins) = {value:.4f}")
+    top.legend(handles, labels, loc="upper left", fontsize=8, frameon=True)
     top.set_xlim(0, 1)
     top.set_ylim(0, 1)
     top.set_ylabel("accuracy")
@@ -75,8 +71,7 @@ def draw_reliability(top, bottom, c: np.ndarray, z: np.ndarray, n_bins: int = 15
                    label=f"mean conf. {c.mean():.3f}")
     bottom.axvline(float(z.mean()), color="#4C72B0", linewidth=1.2, linestyle=":",
                    label=f"accuracy {z.mean():.3f}")
-    if legend:
-        bottom.legend(loc="upper left", fontsize=7)
+    bottom.legend(loc="upper left", fontsize=7)
     bottom.set_xlabel("confidence")
     bottom.set_ylabel("count")
     bottom.set_xlim(0, 1)

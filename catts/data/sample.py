@@ -32,7 +32,6 @@ from PIL import Image
 
 ANSWER_TYPES = ("choice", "number", "text")
 LETTERS = string.ascii_uppercase
-ImageLike = "str | Path | Image.Image"
 
 
 class DataError(ValueError):

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -46,11 +46,11 @@ class TrainConfig:
     spec: TinySpec = field(default_factory=TinySpec)
 
 
-def rationale(sample: Sample) -> str:
+def rationale(sample: Sample, explain: bool = True) -> str:
     """What the image shows, from the sample's metadata (the target's reasoning part)."""
     meta = sample.metadata
     seen = describe(meta["objects"]) if "objects" in meta else f"I see: {meta['color']} {meta['shape']}."
-    return f"{seen} {meta['explanation']}" if meta.get("explanation") else seen
+    return f"{seen} {meta['explanation']}" if explain and meta.get("explanation") else seen
 
 
 def target_text(sample: Sample, explain: bool = True) -> str:
@@ -62,7 +62,7 @@ def target_text(sample: Sample, explain: bool = True) -> str:
     exactly (extraction path ``boxed_option_text``), so nothing is guessed. Real models answer
     with the letter, as the prompt asks.
     """
-    text = rationale(sample) if explain else rationale(replace(sample, metadata={**sample.metadata, "explanation": ""}))
+    text = rationale(sample, explain)
     answer = sample.answer
     if sample.answer_type == "choice" and explain:
         answer = sample.options[ord(sample.answer) - ord("A")]
