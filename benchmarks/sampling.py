@@ -13,7 +13,7 @@ import argparse
 import time
 
 from catts.data import load_embedded
-from catts.eval import to_prompt
+from catts.jobs.ask import to_prompt
 from catts.models import load_backend
 from catts.models.backend import SamplingParams
 

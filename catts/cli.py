@@ -1,14 +1,24 @@
-"""The ``catts`` command line: a thin layer over the Python API (``catts.eval``, ``catts.data``, ...)."""
+"""The ``catts`` command line: a thin layer over the Python API (``catts.jobs``, ``catts.data``, ...).
+
+Every command checks all of its arguments (data specs and files, degradation specs, device, dtype,
+saliency source, the run folder's config) before it loads a model or creates a run folder, and
+reports a bad argument as one line (exit code 2). ``CATTS_DEBUG=1`` shows the full traceback.
+"""
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from enum import Enum
 from pathlib import Path
-from typing import Optional
+from typing import Annotated, Callable, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.markup import escape
 from rich.table import Table
 
 import catts
@@ -23,6 +33,53 @@ app.add_typer(tiny_app, name="tiny")
 console = Console(stderr=True)
 
 
+class Dtype(str, Enum):
+    auto = "auto"
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Format(str, Enum):
+    jsonl = "jsonl"
+    tsv = "tsv"
+
+
+# ---- options shared by every command that runs a model ------------------------------------------
+Model = Annotated[str, typer.Option(help="Embedded model (tiny, tiny-expert) or a local transformers model folder.")]
+Limit = Annotated[Optional[int], typer.Option(help="Questions per dataset: the first N (0 = all).")]
+Out = Annotated[Path, typer.Option(help="Run folder (results.jsonl, traces/, summary.json); a killed run resumes "
+                                        "here, a run with another config is refused.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Start afresh in --out, removing the run there.")]
+BatchSize = Annotated[int, typer.Option(min=1, help="Sequences per forward pass (answers do not depend on it in "
+                                                    "float32; in bf16/fp16 up to rounding).")]
+MaxNewTokens = Annotated[int, typer.Option(min=1, help="Generation budget per answer.")]
+Device = Annotated[str, typer.Option(help="auto, cpu, mps, cuda or cuda:N.")]
+DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="auto = bf16 on GPU, fp32 on CPU.")]
+MaxPixels = Annotated[int, typer.Option(min=1, help="Shrink larger images (aspect kept) to at most this many pixels "
+                                                    "before anything else sees them.")]
+
+
+class UsageError(Exception):
+    """A bad argument: printed as one line, exit code 2."""
+
+
+def clean_errors(fn: Callable) -> Callable:
+    """Bad arguments and bad files end the command with one line, not a traceback."""
+    from catts.data import DataError
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (UsageError, DataError, FileNotFoundError, ValueError, OSError, ImportError) as e:
+            if os.environ.get("CATTS_DEBUG"):
+                raise
+            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+            raise typer.Exit(2)
+    return wrapper
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"catts {catts.__version__}")
@@ -33,127 +90,179 @@ def _version(value: bool) -> None:
 def main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="Print the version and exit.")) -> None:
     """catts: confidence-aware evaluation and test-time scaling for vision-language models."""
+    from catts.jobs.progress import setup_logging
+
+    setup_logging()
 
 
-def progress_bar() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    TimeRemainingColumn(), console=console)
+# ---- checks that run before anything is loaded ---------------------------------------------------
+def check_data_spec(spec: str) -> None:
+    from catts.data import EMBEDDED
+
+    path = Path(spec)
+    if path.suffix in (".jsonl", ".tsv") or path.exists():
+        if not path.is_file():
+            raise UsageError(f"--data {spec}: no such file")
+        if path.suffix not in (".jsonl", ".tsv"):
+            raise UsageError(f"--data {spec}: expected a .jsonl or .tsv file")
+        return
+    name, _, split = spec.partition(":")
+    if name not in EMBEDDED or split not in ("train", "val", "test"):
+        raise UsageError(f"--data {spec!r}: expected NAME:SPLIT with NAME in {', '.join(EMBEDDED)} and SPLIT in "
+                         "train, val, test (e.g. shapes:test), or a .jsonl/.tsv file")
 
 
-def _load(data: str, limit: Optional[int]):
-    from catts.data import DataError, load_data
+def check_model(model: str, device: str, dtype: Dtype, max_pixels: int | None) -> dict:
+    """Resolve model folder, device and dtype without loading; returns the backend's run identity."""
+    from catts.models import resolve_model_path
+    from catts.models.hf import identity, resolve_device_dtype
 
-    errors: list[str] = []
-    try:
-        samples = load_data(data, errors)
-    except (DataError, FileNotFoundError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
-    for e in errors[:20]:
-        console.print(f"[yellow]skipped[/yellow] {e}")
-    if len(errors) > 20:
-        console.print(f"[yellow]... and {len(errors) - 20} more malformed rows[/yellow]")
-    return samples[:limit] if limit else samples
+    resolve_model_path(model)
+    dev, dt = resolve_device_dtype(device, dtype.value)
+    return identity(model, dev, dt, max_pixels)
 
 
-@app.command("eval")
-def eval_cmd(
-    model: str = typer.Option("tiny", help="Embedded model (tiny, tiny-expert) or a local transformers model folder."),
-    data: str = typer.Option("easyvqa:test", help="NAME:SPLIT of embedded data, or a .jsonl/.tsv file."),
-    limit: Optional[int] = typer.Option(None, help="Evaluate only the first N samples."),
-    out: Path = typer.Option(Path("runs/eval"), help="Run folder (per-sample JSONL, summary.json); resumes if present."),
-    batch_size: int = typer.Option(16, help="Sequences per forward pass (results do not depend on it)."),
-    max_new_tokens: int = typer.Option(128, help="Generation budget per answer."),
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:1 or auto."),
-    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
-    max_pixels: int = typer.Option(1024 * 1024, help="Shrink larger images (aspect kept) before the processor."),
-) -> None:
-    """Greedy answers of MODEL on DATA: accuracy, unparsed rate and per-question-type accuracy."""
-    from catts.eval import evaluate
+def load_rows(spec: str, limit: int | None):
+    """Samples (the first ``limit``) and the rows that could not be loaded; an empty source is an error."""
+    from catts.data import load_data
+
+    errors: list = []
+    samples = load_data(spec, errors)
+    if not samples and not errors:
+        raise UsageError(f"--data {spec}: no rows")
+    for e in errors[:10]:
+        console.print(f"[yellow]skipped[/yellow] {escape(e['error'])}", highlight=False)
+    if len(errors) > 10:
+        console.print(f"[yellow]... and {len(errors) - 10} more rows that could not be loaded (all in the run "
+                      "folder)[/yellow]")
+    return (samples[:limit] if limit else samples), errors
+
+
+def load_model_and(model: str, device: str, dtype: Dtype, batch_size: int, max_pixels: int | None,
+                   load: Callable):
+    """Load the model while ``load()`` (data) runs on a thread; returns (backend, load's result)."""
     from catts.models import load_backend
 
-    samples = _load(data, limit)
-    try:
-        backend = load_backend(model, device=device, dtype=dtype, batch_size=batch_size, max_pixels=max_pixels)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
-    with progress_bar() as bar:
-        task = bar.add_task(f"eval {model} on {data}", total=len(samples))
-        summary = evaluate(backend, samples, out, max_new_tokens=max_new_tokens, config={"data": data, "limit": limit},
-                           progress=lambda k: bar.advance(task, k))
-    table = Table(title=f"{model} on {data} (n={summary['n']})")
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(load)
+        with console.status(f"loading {model}"):
+            backend = load_backend(model, device=device, dtype=dtype.value, batch_size=batch_size,
+                                   max_pixels=max_pixels)
+        return backend, pending.result()
+
+
+# ---- commands -------------------------------------------------------------------------------------
+@app.command("eval")
+@clean_errors
+def eval_cmd(model: Model = "tiny",
+             data: Annotated[str, typer.Option(help="NAME:SPLIT of embedded data, or a .jsonl/.tsv file.")]
+             = "easyvqa:test",
+             limit: Limit = None, out: Out = Path("runs/eval"), overwrite: Overwrite = False,
+             batch_size: BatchSize = 16, max_new_tokens: MaxNewTokens = 128, device: Device = "auto",
+             dtype: DtypeOpt = Dtype.auto, max_pixels: MaxPixels = 1024 * 1024) -> None:
+    """Greedy answers of MODEL on DATA: accuracy (all and parsed answers), calibration, per-type accuracy."""
+    from catts.jobs.eval import evaluate
+    from catts.jobs.progress import console_progress
+    from catts.jobs.rundir import check_resumable
+
+    check_data_spec(data)
+    ident = check_model(model, device, dtype, max_pixels)
+    config = {"task": "eval", **ident, "max_new_tokens": max_new_tokens, "data": data, "limit": limit or None}
+    if not overwrite:
+        check_resumable(out, config)
+    backend, (samples, errors) = load_model_and(model, device, dtype, batch_size, max_pixels,
+                                                lambda: load_rows(data, limit or None))
+    with console_progress(console) as progress:
+        s = evaluate(backend, samples, out, max_new_tokens=max_new_tokens, config={"data": data, "limit": limit or None},
+                     load_errors=errors, progress=progress, overwrite=overwrite, batch=batch_size)
+    table = Table(title=f"{model} on {data} (n={s['n']})")
     for col in ("question type", "accuracy", "n"):
         table.add_column(col)
-    for k, v in summary["per_question_type"].items():
+    for k, v in s["per_question_type"].items():
         table.add_row(k, f"{v['accuracy']:.3f}", str(v["n"]))
-    table.add_row("[b]all[/b]", f"[b]{summary['accuracy']:.3f}[/b]", str(summary["n"]))
+    table.add_row("all", f"{s['accuracy']:.3f}", str(s["n"]))
     Console().print(table)
-    console.print(f"unparsed rate {summary['unparsed_rate']:.3f}, errors {summary['n_errors']}; written to {out}")
+    print(f"accuracy {s['accuracy']:.3f} over all answers, {s['accuracy_parsed']:.3f} over parsed answers; "
+          f"unparsed rate {s['unparsed_rate']:.3f}; {s['n_errors']} rows not answered (see summary.json); "
+          f"written to {out}")
 
 
 @app.command("probe")
+@clean_errors
 def probe_cmd(
-    model: str = typer.Option("tiny", help="Embedded model (tiny, tiny-expert) or a local transformers model folder."),
-    data: Optional[list[str]] = typer.Option(None, help="NAME:SPLIT or a .jsonl/.tsv file; repeatable. "
-                                             "Default: easyvqa:test and shapes:test."),
-    degrade: Optional[list[str]] = typer.Option(None, help="KIND:LEVELS, repeatable, e.g. diffusion:0,143,285, "
-                                                "diffusion:L8 (8 even levels), blur:1,2,3,4,5. Default: none:0, "
-                                                "diffusion:L8 and gaussian_noise, blur, jpeg, lowres at 1-5."),
-    limit: Optional[int] = typer.Option(150, help="Questions per dataset (0 = all)."),
-    map_limit: int = typer.Option(150, help="Held-out (val) questions per dataset for fitting the C -> [0,1] map."),
-    seed: int = typer.Option(0, help="Seed of the degradation noise."),
-    saliency: str = typer.Option("spectral", help="Saliency for key_region noise: spectral (no weights), model "
-                                 "(the probed model's own vision tower) or a local CLIP checkpoint folder."),
-    out: Path = typer.Option(Path("runs/probe"), help="Run folder; a killed run resumes here."),
-    batch_size: int = typer.Option(64, help="Sequences per forward pass (results do not depend on it)."),
-    max_new_tokens: int = typer.Option(64, help="Generation budget per answer."),
-    device: str = typer.Option("auto", help="cpu, cuda, cuda:1 or auto."),
-    dtype: str = typer.Option("auto", help="auto (bf16 on GPU, fp32 on CPU), float32, bfloat16, float16."),
+    model: Model = "tiny",
+    data: Annotated[Optional[list[str]], typer.Option(help="NAME:SPLIT or a .jsonl/.tsv file; repeatable. "
+                                                      "Default: easyvqa:test and shapes:test.")] = None,
+    degrade: Annotated[Optional[list[str]], typer.Option(
+        help="KIND:LEVELS, repeatable, e.g. diffusion:0,143,285, diffusion:L8 (8 even levels), blur:1,2,3,4,5. "
+             "Default: none:0, diffusion:L8 and gaussian_noise, blur, jpeg, lowres at 1-5.")] = None,
+    limit: Limit = 150,
+    map_limit: Annotated[int, typer.Option(min=2, help="Held-out (val) questions per dataset for fitting the "
+                                                       "C -> [0,1] map.")] = 150,
+    seed: Annotated[int, typer.Option(help="Seed of the degradation noise.")] = 0,
+    saliency: Annotated[str, typer.Option(help="Saliency for key_region noise: spectral (no weights), model (the "
+                                               "probed model's own vision tower) or a local CLIP folder.")]
+    = "spectral",
+    out: Out = Path("runs/probe"), overwrite: Overwrite = False, batch_size: BatchSize = 64,
+    max_new_tokens: MaxNewTokens = 64, device: Device = "auto", dtype: DtypeOpt = Dtype.auto,
+    max_pixels: MaxPixels = 1024 * 1024,
 ) -> None:
     """Perceptual bluntness: accuracy and confidence of MODEL as images degrade (Figure 1, calibration per level)."""
-    from catts.models import load_backend
-    from catts.perception.degrade import parse_degrade_spec
-    from catts.probe import DEFAULT_DATA, DEFAULT_DEGRADE, ProbeConfig, run_probe
+    from catts.jobs.probe import DEFAULT_DATA, DEFAULT_DEGRADE, ProbeConfig, load_datasets, probe_identity_from, \
+        run_probe
+    from catts.jobs.progress import console_progress
+    from catts.jobs.rundir import check_resumable
 
     cfg = ProbeConfig(model=model, data=list(data or DEFAULT_DATA), degrade=list(degrade or DEFAULT_DEGRADE),
                       limit=limit or None, map_limit=map_limit, seed=seed, max_new_tokens=max_new_tokens,
                       saliency=saliency)
-    try:
-        for d in cfg.degrade:
-            parse_degrade_spec(d)
-        backend = load_backend(model, device=device, dtype=dtype, batch_size=batch_size)
-    except (FileNotFoundError, ValueError, OSError) as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
-    with progress_bar() as bar:
-        task = bar.add_task(f"probe {model}", total=None)
+    for spec in cfg.data:
+        check_data_spec(spec)
+    cfg.sweeps()  # raises on a bad --degrade
+    if saliency not in ("spectral", "model") and not (Path(saliency) / "config.json").is_file():
+        raise UsageError(f"--saliency {saliency}: expected spectral, model or a local CLIP folder with a config.json")
+    ident = check_model(model, device, dtype, max_pixels)
+    if not overwrite:
+        check_resumable(out, probe_identity_from(cfg, ident))
+    backend, datasets = load_model_and(model, device, dtype, batch_size, max_pixels, lambda: load_datasets(cfg))
+    for ds in datasets:
+        if not ds.samples and not ds.errors:
+            raise UsageError(f"--data {ds.spec}: no rows")
+    with console_progress(console) as progress:
+        run_probe(backend, cfg, out, datasets=datasets, progress=progress, batch=batch_size, overwrite=overwrite)
+    sys.stdout.write((out / "summary.md").read_text())
+    print(f"written to {out}")
 
-        def advance(k: int, total: int) -> None:
-            bar.update(task, total=total, advance=k)
 
-        run_probe(backend, cfg, out, progress=advance, batch=batch_size)
-    Console().print((out / "summary.md").read_text())
-    console.print(f"written to {out}")
+@app.command("regrade")
+@clean_errors
+def regrade_cmd(run_dir: Annotated[Path, typer.Argument(help="A finished (or killed) eval or probe run folder.")]) -> None:
+    """Re-extract and re-score RUN_DIR from its stored traces (no model): after a rule or confidence change."""
+    from catts.jobs.regrade import regrade
+
+    summary = regrade(run_dir)
+    if (run_dir / "summary.md").exists() and summary.get("levels"):
+        sys.stdout.write((run_dir / "summary.md").read_text())
+    print(f"regraded {run_dir}")
 
 
 @data_app.command("export")
+@clean_errors
 def data_export(
-    name: str = typer.Argument(..., help="Embedded dataset: easyvqa or shapes."),
-    split: str = typer.Option("test", help="train, val or test."),
-    format: str = typer.Option("jsonl", "--format", help="jsonl (images as PNG files beside it) or tsv (VLMEvalKit)."),
-    out: Path = typer.Option(Path("data_export"), help="Output folder."),
-    limit: Optional[int] = typer.Option(None, help="Export only the first N samples."),
+    name: Annotated[str, typer.Argument(help="Embedded dataset: easyvqa or shapes.")],
+    split: Annotated[str, typer.Option(help="train, val or test.")] = "test",
+    format: Annotated[Format, typer.Option("--format", help="jsonl (images as PNG files beside it) or tsv "
+                                                            "(VLMEvalKit).")] = Format.jsonl,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("data_export"),
+    limit: Limit = None,
 ) -> None:
     """Write an embedded dataset as JSONL or VLMEvalKit TSV."""
     from catts.data import write_jsonl, write_tsv
 
-    samples = _load(f"{name}:{split}", limit)
-    if format not in ("jsonl", "tsv"):
-        console.print("[red]error:[/red] --format must be jsonl or tsv")
-        raise typer.Exit(2)
-    path = out / f"{name}_{split}.{format}"
-    (write_jsonl if format == "jsonl" else write_tsv)(samples, path)
+    check_data_spec(f"{name}:{split}")
+    samples, _ = load_rows(f"{name}:{split}", limit or None)
+    path = out / f"{name}_{split}.{format.value}"
+    (write_jsonl if format == Format.jsonl else write_tsv)(samples, path)
     print(path)
 
 
@@ -168,34 +277,30 @@ def data_list() -> None:
 
 
 @tiny_app.command("path")
-def tiny_path(name: str = typer.Argument("tiny", help="tiny or tiny-expert.")) -> None:
+@clean_errors
+def tiny_path(name: Annotated[str, typer.Argument(help="tiny or tiny-expert.")] = "tiny") -> None:
     """Print the folder of an embedded model (e.g. to serve it with vLLM)."""
     from catts.models import resolve_model_path
 
-    try:
-        print(resolve_model_path(name))
-    except FileNotFoundError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+    print(resolve_model_path(name))
 
 
 @tiny_app.command("train")
+@clean_errors
 def tiny_train(
-    name: str = typer.Argument("tiny", help="tiny (clean images only) or tiny-expert (also degraded copies)."),
-    out: Optional[Path] = typer.Option(None, help="Output folder (default: the embedded weights folder)."),
-    steps: Optional[int] = typer.Option(None, help="Override the number of optimiser steps of every stage."),
-    threads: int = typer.Option(0, help="torch threads (0 = default)."),
+    name: Annotated[str, typer.Argument(help="tiny (clean images only) or tiny-expert (also degraded copies).")]
+    = "tiny",
+    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: the embedded weights folder).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Override the number of optimiser steps of every stage.")]
+    = None,
+    threads: Annotated[int, typer.Option(help="torch threads (0 = default).")] = 0,
 ) -> None:
     """Reproduce an embedded tiny model from the embedded train splits."""
     from catts.models import WEIGHTS_DIR
     from catts.models.tiny.train import train_recipe
 
     overrides = {"threads": threads, **({"steps": steps, "stop_after": 0} if steps else {})}
-    try:
-        path = train_recipe(name, out or WEIGHTS_DIR / name, log=console.print, **overrides)
-    except ValueError as e:
-        console.print(f"[red]error:[/red] {e}")
-        raise typer.Exit(2)
+    path = train_recipe(name, out or WEIGHTS_DIR / name, log=console.print, **overrides)
     log = json.loads((path / "train_log.json").read_text())
     console.print(f"saved to {path} after {log['train_seconds']:.0f}s of training")
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from catts.eval import to_prompt
+from catts.jobs.ask import to_prompt
 from catts.models import load_backend, resolve_model_path
 from catts.models.backend import Backend, Prompt, SamplingParams, fit_image, sample_seed
 

@@ -54,7 +54,8 @@ def test_minus_infinity_stays_finite():
 
 
 # ---- probability-valued confidences ---------------------------------------------------------
-from catts.confidence.answer import answer_probability, answer_token_span, boxed_content_span, nmlp  # noqa: E402
+from catts.answers import extract_answer  # noqa: E402
+from catts.confidence.answer import answer_probability, token_span, trace_probability  # noqa: E402
 from catts.confidence.mapping import ConfidenceMap  # noqa: E402
 from catts.models.backend import Trace  # noqa: E402
 
@@ -70,13 +71,19 @@ def _trace(tokens, logprobs, tops):
                  tokens=list(tokens), top_tokens=[[p for p, _ in row] + ["?"] * (k - len(row)) for row in tops])
 
 
-def test_boxed_spans():
-    text = "x \\boxed{a} y \\boxed{b{c}}"
-    start, end = boxed_content_span(text)
-    assert text[start:end] == "b{c}"
-    assert boxed_content_span("no box") is None
-    assert answer_token_span(["I see", " \\boxed", "{", "12", "}"]) == (3, 4)
-    assert answer_token_span(["\\boxed{", "}"]) is None  # empty box
+def _sure(tokens, at, letter_probs):
+    """Tokens chosen with probability .9, except step ``at``: the letter step with ``letter_probs``."""
+    tops = [[(t, math.log(0.9))] for t in tokens]
+    tops[at] = sorted(((p, math.log(q)) for p, q in letter_probs.items()), key=lambda x: -x[1])
+    logprobs = [math.log(0.9)] * len(tokens)
+    logprobs[at] = math.log(letter_probs[tokens[at]])
+    return _trace(tokens, logprobs, tops)
+
+
+def test_token_span():
+    assert token_span(["I see", " \\boxed", "{", "12", "}"], (13, 15)) == (3, 4)
+    assert token_span(["ab", "cd", "ef"], (1, 3)) == (0, 2)  # partial overlaps count
+    assert token_span(["ab"], (1, 1)) is None
 
 
 def test_choice_answer_prob_renormalised_over_options():
@@ -88,8 +95,11 @@ def test_choice_answer_prob_renormalised_over_options():
     assert answer_probability(t, "choice", ["x", "y", "z"]) == pytest.approx(0.6 / 0.9)
     # an option outside the top-k counts 0: with options A-D, D is absent
     assert answer_probability(t, "choice", ["w", "x", "y", "z"]) == pytest.approx(0.6 / 0.9)
-    # the probability of a given predicted letter
-    assert answer_probability(t, "choice", ["x", "y", "z"], predicted="A") == pytest.approx(0.2 / 0.9)
+    # another letter's probability at the same position
+    assert answer_probability(t, "choice", ["x", "y", "z"], letter="A") == pytest.approx(0.2 / 0.9)
+    # the extraction may be passed in (as the graders do): same result
+    ext = extract_answer(t.text, "choice", ["x", "y", "z"])
+    assert answer_probability(t, "choice", ["x", "y", "z"], ext) == pytest.approx(0.6 / 0.9)
 
 
 def test_open_answer_prob_is_span_probability():
@@ -97,9 +107,64 @@ def test_open_answer_prob_is_span_probability():
             [("2", math.log(0.8))], [("}", -0.2)]]
     t = _trace(["I", " \\boxed{", "1", "2", "}"], [-0.5, -0.1, math.log(0.5), math.log(0.8), -0.2], tops)
     assert answer_probability(t, "number") == pytest.approx(0.5 * 0.8)
-    assert nmlp(t) == pytest.approx(math.exp(np.mean([-0.5, -0.1, math.log(0.5), math.log(0.8), -0.2])))
+    assert trace_probability(t) == pytest.approx(math.exp(np.mean([-0.5, -0.1, math.log(0.5), math.log(0.8), -0.2])))
     no_box = _trace(["I", " think"], [-0.1, -0.1], [[("I", -0.1)], [(" think", -0.1)]])
-    assert answer_probability(no_box, "number") is None
+    assert answer_probability(no_box, "number") is None  # unparsed: no probability
+
+
+def test_newline_between_boxed_and_brace_gets_a_probability():
+    t = _sure(["So", " \\boxed", "\n", "{", "A", "}"], 4, {"A": 0.7, "B": 0.2, "C": 0.1})
+    assert extract_answer(t.text, "choice", ["x", "y", "z"]).answer == "A"
+    assert answer_probability(t, "choice", ["x", "y", "z"]) == pytest.approx(0.7)
+
+
+def test_unclosed_last_box_same_verdict_for_extraction_and_probability():
+    t = _sure(["\\boxed{", "A", "}", " no", " \\boxed{", "B"], 1, {"A": 0.9, "B": 0.1})
+    assert extract_answer(t.text, "choice", ["x", "y"]).answer is None
+    assert answer_probability(t, "choice", ["x", "y"]) is None
+
+
+def test_unboxed_letter_gets_the_probability_of_its_span():
+    t = _sure(["It", " is", " red", ".", " The", " answer", " is", " C", "."], 7,
+              {" C": 0.95, " B": 0.03, " A": 0.02})
+    assert extract_answer(t.text, "choice", ["x", "y", "z"]).answer == "C"
+    assert answer_probability(t, "choice", ["x", "y", "z"]) == pytest.approx(0.95)
+
+
+def test_unboxed_number_gets_the_probability_of_its_digits():
+    t = _sure(["Answer", ":", " 1", "2", " apples"], 2, {" 1": 0.5, " 2": 0.5})
+    assert answer_probability(t, "number") == pytest.approx(0.5 * 0.9)  # " 1" and "2", not " apples"
+
+
+def test_boxed_option_text_gets_the_probability_of_its_tokens():
+    t = _sure([" \\boxed{", "bl", "ue", "}"], 1, {"bl": 0.5, "red": 0.5})
+    assert answer_probability(t, "choice", ["red", "blue"]) == pytest.approx(0.5 * 0.9)
+
+
+def test_letter_found_inside_a_wrapped_box():
+    t = _sure([" \\boxed{", "\\text", "{", "(B", ")", " blue", "}}"], 3, {"(B": 0.8, "(A": 0.2})
+    assert answer_probability(t, "choice", ["red", "blue"]) == pytest.approx(0.8)
+
+
+def test_pieces_that_do_not_spell_the_text_are_realigned():
+    t = _sure(["The", " answer", " is", " B", "."], 3, {" B": 0.6, " A": 0.4})
+    t.text = "  " + t.text  # e.g. a decoder that adds leading spaces: the span is found again in the pieces
+    assert answer_probability(t, "choice", ["x", "y"]) == pytest.approx(0.6)
+
+
+def test_worked_ece_boxed_and_unboxed_answers_alike():
+    """Two correct answers, one boxed and one not, each with letter probability .98: ECE about 0.
+
+    Before, the unboxed one had no probability and was scored at confidence 0: ECE 0.5.
+    """
+    opts = ["x", "y", "z", "w"]
+    boxed = _sure(["Red", ".", " \\boxed{", "C", "}"], 3, {"C": 0.98, "A": 0.01, "B": 0.01})
+    unboxed = _sure(["Red", ".", " The", " answer", " is", " C", "."], 5, {" C": 0.98, " D": 0.02})
+    probs = [answer_probability(t, "choice", opts) for t in (boxed, unboxed)]
+    assert probs == pytest.approx([0.98, 0.98])
+    correct = [1, 1]
+    ece_one_bin = abs(np.mean(correct) - np.mean(probs))  # both fall in the top bin
+    assert ece_one_bin == pytest.approx(0.02)
 
 
 @pytest.mark.parametrize("method", ["platt", "isotonic"])

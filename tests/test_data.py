@@ -89,6 +89,18 @@ def test_sample_choice_answer_must_be_valid_letter(answer):
                options=["red", "blue"])
 
 
+@pytest.mark.parametrize("answer_type,answer", [("text", ""), ("text", "  \t"), ("number", ""), ("number", " ")])
+def test_sample_open_question_needs_a_gold_answer(answer_type, answer):
+    with pytest.raises(DataError, match=r"no-gold-2.*empty gold answer"):
+        Sample(id="no-gold-2", images=[], question="q?", answer=answer, answer_type=answer_type)
+
+
+def test_sample_image_items_are_paths_bytes_or_pil():
+    Sample(id="ok-3", images=["a.png", Path("b.png"), b"\x89PNG", Image.new("RGB", (1, 1))], question="q?", answer="x")
+    with pytest.raises(DataError, match=r"bad-img-4.*not int"):
+        Sample(id="bad-img-4", images=[42], question="q?", answer="x")
+
+
 def test_load_images_unreadable_names_sample(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
@@ -150,17 +162,21 @@ def _malformed_jsonl(tmp_path, shapes20) -> Path:
 
 def test_jsonl_malformed_rows_reported_others_load(tmp_path, shapes20):
     path = _malformed_jsonl(tmp_path, shapes20)
-    errors: list[str] = []
+    errors: list[dict] = []
     got = list(iter_jsonl(path, errors))
     assert [s.id for s in got] == [shapes20[0].id, shapes20[2].id]
     assert_same_samples(got, [shapes20[0], shapes20[2]])
-    assert len(errors) == 4
-    assert f"{path}:2" in errors[0]
-    assert f"{path}:3" in errors[1] and repr(shapes20[1].id) in errors[1] and "question" in errors[1]
-    assert f"{path}:5" in errors[2] and "not a JSON object" in errors[2]
-    assert f"{path}:7" in errors[3] and repr(shapes20[3].id) in errors[3] and "essay" in errors[3]
+    assert [(e["source"], e["line"], e["id"]) for e in errors] == \
+        [(str(path), 2, None), (str(path), 3, shapes20[1].id), (str(path), 5, None), (str(path), 7, shapes20[3].id)]
+    msgs = [e["error"] for e in errors]
+    assert msgs[0].startswith(f"{path}:2: ")
+    assert msgs[1].startswith(f"{path}:3 id={shapes20[1].id!r}: ") and "question" in msgs[1]
+    assert msgs[2].startswith(f"{path}:5: ") and "not a JSON object" in msgs[2]
+    assert msgs[3].startswith(f"{path}:7 id={shapes20[3].id!r}: ") and "essay" in msgs[3]
+    # the entries are plain JSON (the run folder stores them)
+    assert json.loads(json.dumps(errors)) == errors
     # load_data passes the errors list through
-    errors2: list[str] = []
+    errors2: list[dict] = []
     assert [s.id for s in load_data(str(path), errors2)] == [s.id for s in got]
     assert errors2 == errors
 
@@ -250,16 +266,18 @@ def test_tsv_broken_base64_reported_others_load(tmp_path, shapes20):
     cells[col] = "@@@this is not base64 at all@@@"
     lines[2] = "\t".join(cells)
     path.write_text("\n".join(lines))
-    errors: list[str] = []
+    errors: list[dict] = []
     got = list(iter_tsv(path, errors))
     assert_same_samples(got, [shapes20[0], shapes20[2]])
-    assert len(errors) == 1 and f"{path}:3" in errors[0] and "index='1'" in errors[0]
+    [e] = errors
+    assert (e["line"], e["id"]) == (3, shapes20[1].id) and "base64" in e["error"]
+    assert e["error"].startswith(f"{path}:3 id={shapes20[1].id!r}: ")
     with pytest.raises(DataError, match=re.escape(f"{path}:3")):
         load_data(str(path))
 
 
-def test_tsv_truncated_image_reported(tmp_path, shapes20):
-    # valid base64 of a cut-off PNG is also a reported row, not a crash
+def test_tsv_truncated_image_fails_at_use_naming_the_sample(tmp_path, shapes20):
+    # valid base64 of a cut-off PNG loads (images are decoded when used), then fails for that sample only
     path = write_tsv(shapes20[:2], tmp_path / "t.tsv")
     lines = path.read_text().split("\n")
     col = lines[0].split("\t").index("image")
@@ -267,10 +285,12 @@ def test_tsv_truncated_image_reported(tmp_path, shapes20):
     cells[col] = base64.b64encode(base64.b64decode(cells[col])[:40]).decode()
     lines[1] = "\t".join(cells)
     path.write_text("\n".join(lines))
-    errors: list[str] = []
-    got = list(iter_tsv(path, errors))
-    assert [s.id for s in got] == [shapes20[1].id]
-    assert len(errors) == 1 and f"{path}:2" in errors[0]
+    errors: list[dict] = []
+    first, second = iter_tsv(path, errors)
+    assert errors == [] and isinstance(first.images[0], bytes)
+    with pytest.raises(DataError, match=re.escape(repr(shapes20[0].id)) + r".*cannot read image"):
+        first.load_images()
+    assert_same_samples([second], [shapes20[1]])
 
 
 def test_tsv_rejects_multi_image_sample(tmp_path, shapes20):

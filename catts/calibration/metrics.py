@@ -207,20 +207,21 @@ def aurc(scores: ArrayLike, correct: ArrayLike) -> float:
 _SMECE_GRID = 2048  # grid intervals on [0, 1] for the smoothed residual
 
 
-def _smoothed_abs_integral(mass: np.ndarray, sigma: float) -> float:
+def _smoothed_abs_integral(mass_f: np.ndarray, sigma: float) -> float:
     """``int_0^1 |sum_j mass_j K_sigma(t, g_j)| dt`` for a reflected Gaussian kernel K.
 
-    ``mass`` lives on the 2M nodes ``j/M`` of a circle of length 2 that already holds each point
-    and its mirror image at ``-c``; circular convolution with the wrapped Gaussian then equals
-    reflecting the kernel at both 0 and 1.
+    ``mass_f`` is the real FFT of the mass on the 2M nodes ``j/M`` of a circle of length 2 that
+    already holds each point and its mirror image at ``-c``; circular convolution with the wrapped
+    Gaussian then equals reflecting the kernel at both 0 and 1. (The FFT is taken once by the
+    caller: the bandwidth search calls this function many times on the same mass.)
     """
-    m2 = mass.size
+    m2 = 2 * (mass_f.size - 1)
     h = 2.0 / m2
     d = np.minimum(np.arange(m2), m2 - np.arange(m2)) * h  # circular distance to node 0
     wraps = np.arange(-(int(4 * sigma / 2.0) + 2), int(4 * sigma / 2.0) + 3)
     kern = np.exp(-0.5 * ((d[:, None] + 2.0 * wraps[None, :]) / sigma) ** 2).sum(axis=1)
     kern /= kern.sum() * h  # a density on the circle (exact mass even when sigma ~ h)
-    smooth = np.fft.irfft(np.fft.rfft(mass) * np.fft.rfft(kern), n=m2)
+    smooth = np.fft.irfft(mass_f * np.fft.rfft(kern), n=m2)
     vals = np.abs(smooth[: m2 // 2 + 1])  # nodes 0, h, ..., 1
     return float(h * (vals.sum() - 0.5 * (vals[0] + vals[-1])))  # trapezoid rule
 
@@ -256,12 +257,13 @@ def smooth_ece(confidences: ArrayLike, correct: ArrayLike,
         np.add.at(mass, lo, r * (1 - frac))
         np.add.at(mass, (lo + 1) % (2 * m), r * frac)
     sigma_min = 0.5 * h
+    mass = np.fft.rfft(mass)
     if bandwidth is not None:
         return _smoothed_abs_integral(mass, max(float(bandwidth), sigma_min))
     lo_s, hi_s = sigma_min, 1.0
     if _smoothed_abs_integral(mass, lo_s) <= lo_s:  # (near-)zero residuals: fixed point below grid
         return _smoothed_abs_integral(mass, lo_s)
-    for _ in range(40):  # bisection on the decreasing smECE_sigma - sigma
+    while hi_s - lo_s > 1e-6:  # bisection on the decreasing smECE_sigma - sigma
         mid = 0.5 * (lo_s + hi_s)
         if _smoothed_abs_integral(mass, mid) > mid:
             lo_s = mid

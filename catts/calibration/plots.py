@@ -13,7 +13,7 @@ from matplotlib.patches import Patch
 
 from .metrics import ArrayLike, _check_conf, ece, reliability_bins
 
-__all__ = ["reliability_diagram", "draw_reliability"]
+__all__ = ["reliability_diagram", "draw_reliability", "draw_reliability_compact"]
 
 
 def reliability_diagram(confidences: ArrayLike, correct: ArrayLike,
@@ -75,3 +75,25 @@ def draw_reliability(top, bottom, c: np.ndarray, z: np.ndarray, n_bins: int = 15
     bottom.set_xlabel("confidence")
     bottom.set_ylabel("count")
     bottom.set_xlim(0, 1)
+
+
+def draw_reliability_compact(ax, c: np.ndarray, z: np.ndarray, n_bins: int = 15, title: str = "",
+                             xlabel: str = "confidence") -> None:
+    """A small reliability diagram on one axis: accuracy per bin (step line) against the diagonal,
+    the share of answers per bin as grey steps along the bottom, and the ECE of the same bins.
+    One artist per curve, so a grid of many levels stays cheap to draw."""
+    ax.plot([0, 1], [0, 1], "--", color="0.5", linewidth=0.8)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xticks([0, 0.5, 1], ["0", ".5", "1"], fontsize=7)
+    ax.set_yticks([0, 0.5, 1], ["0", ".5", "1"], fontsize=7)
+    ax.set_title(title, fontsize=8)
+    ax.set_xlabel(xlabel, fontsize=7)
+    if len(c) == 0:
+        ax.text(0.5, 0.5, "no answers", ha="center", fontsize=7, transform=ax.transAxes)
+        return
+    c, z = _check_conf(c, z)
+    bins = reliability_bins(c, z, n_bins, "uniform")
+    ax.stairs(bins.counts / bins.n, bins.edges, color="0.6", fill=True, alpha=0.5)
+    ax.stairs(np.where(bins.nonempty, bins.accuracy, np.nan), bins.edges, color="#4C72B0", linewidth=1.6)
+    ax.text(0.04, 0.88, f"ECE {ece(c, z, n_bins):.2f}", fontsize=7, transform=ax.transAxes)

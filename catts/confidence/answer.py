@@ -1,86 +1,102 @@
 """Probability-valued confidences of an answer (spec section 2), needed for ECE and reliability diagrams.
 
-- ``answer_prob``: for multiple choice answered with a letter, the letter's probability at the
-  answer position, renormalised over the option letters: p(L) / sum_{L' in options} p(L'). Letters
-  outside the top-k of that step count as probability 0 (servers give only the top 20). For other
-  answers (and options answered by their text): the probability of the answer's tokens inside the
-  last ``\\boxed{}``, given everything before them: exp(sum_t log p(y_t)) over the answer span.
-- ``nmlp``: the length-normalised probability of the whole trace, exp(mean_t log p(y_t)).
+- ``answer_probability``: the probability of the extracted answer, read off the characters it was
+  extracted from (``Extraction.span``: a box's content, or the letter / number after an "answer is"
+  cue), so a boxed and an unboxed answer are scored alike.
 
-Both work from the trace's token pieces and top-k alternatives, so they apply to every backend.
+  * A choice answered by a letter: the letter's probability at the first token of the span whose
+    piece is that letter (``B``, `` B``, ``(B``), renormalised over the option letters:
+    p(L) / sum_{L' in options} p(L'). Each letter counts with its most likely spelling in the
+    top-k of that step; letters outside the top-k count 0 (servers give only the top 20), except
+    the chosen token itself, whose own log-probability is known.
+  * Everything else (numbers, text, options answered by their text, a choice without options):
+    exp(sum_t log p(y_t)) over the tokens that overlap the span.
+  * None when the extraction is unparsed, or the span cannot be located in the token pieces.
+
+- ``trace_probability``: exp(mean_t log p(y_t)) over the chosen tokens, the trace's length-normalised
+  probability. (Not the paper's NMLP: that is C, the mean top-k token confidence; see
+  ``catts.confidence.trace``.)
+
+Both use only the trace's token pieces and top-k alternatives, so they apply to every backend.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from typing import Sequence
 
 import numpy as np
 
+from catts.answers import Extraction, extract_answer
+from catts.data.sample import LETTERS
 from catts.models.backend import Trace
 
-_LETTER = re.compile(r"[^A-Za-z]")
+_NON_LETTER = re.compile(r"[^A-Za-z]")
 
 
-def boxed_content_span(text: str) -> tuple[int, int] | None:
-    """Character range [start, end) of the content of the last balanced ``\\boxed{...}`` in ``text``."""
-    start = text.rfind("\\boxed")
-    while start != -1:
-        k = start + len("\\boxed")
-        while k < len(text) and text[k] == " ":
-            k += 1
-        if k < len(text) and text[k] == "{":
-            depth = 0
-            for j in range(k, len(text)):
-                depth += {"{": 1, "}": -1}.get(text[j], 0)
-                if depth == 0:
-                    return k + 1, j
-        start = text.rfind("\\boxed", 0, start)
-    return None
-
-
-def answer_token_span(tokens: list[str]) -> tuple[int, int] | None:
-    """Token range [first, last+1) whose pieces overlap the last boxed content (None if no box)."""
-    text = "".join(tokens)
-    span = boxed_content_span(text)
-    if span is None or span[0] == span[1]:
+def token_span(tokens: Sequence[str], char_span: tuple[int, int]) -> tuple[int, int] | None:
+    """Token range [first, last+1) whose pieces overlap the character range ``char_span`` of their join."""
+    start, end = char_span
+    if start >= end:
         return None
-    ends = np.cumsum([len(t) for t in tokens])
-    starts = ends - np.array([len(t) for t in tokens])
-    hit = np.nonzero((starts < span[1]) & (ends > span[0]))[0]
+    lengths = np.array([len(t) for t in tokens], dtype=int)
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    hit = np.nonzero((starts < end) & (ends > start))[0]
     return (int(hit[0]), int(hit[-1]) + 1) if len(hit) else None
 
 
-def answer_probability(trace: Trace, answer_type: str, options=(), predicted: str | None = None) -> float | None:
-    """Probability of the extracted answer, or None when the trace has no boxed answer."""
-    span = answer_token_span(trace.tokens)
-    if span is None:
-        return None
-    content = "".join(trace.tokens[span[0]:span[1]]).strip()
-    if answer_type != "choice" or _LETTER.sub("", content).upper() not in letters_of(options):
-        # open answers, and options answered by their text: the probability of the boxed tokens
-        return float(math.exp(float(np.sum(trace.logprobs[span[0]:span[1]]))))
-    letters = letters_of(options)
-    for step in range(*span):
-        letter = _LETTER.sub("", trace.tokens[step]).upper()
-        if letter in letters:
+def _char_span(trace: Trace, extraction: Extraction, answer_type: str, options: Sequence[str]):
+    """The extraction's span in the joined token pieces (they normally spell ``trace.text`` exactly)."""
+    joined = "".join(trace.tokens)
+    if joined == trace.text:
+        return extraction.span
+    again = extract_answer(joined, answer_type, options)
+    return again.span if again.answer == extraction.answer else None
+
+
+def _letter_probability(trace: Trace, steps: tuple[int, int], read: str, target: str, letters: str):
+    """p(target) / sum of p(option letters) at the first step in ``steps`` whose piece is ``read``."""
+    for step in range(*steps):
+        if _NON_LETTER.sub("", trace.tokens[step]).upper() == read:
             break
     else:
         return None
-    target = (predicted or letter).upper()
     probs = dict.fromkeys(letters, 0.0)
     for piece, lp in zip(trace.top_tokens[step], trace.top_logprobs[step]):
-        key = _LETTER.sub("", piece).upper()
+        key = _NON_LETTER.sub("", piece).upper()
         if key in probs and probs[key] == 0.0:  # the first (most likely) spelling of each letter
             probs[key] = math.exp(float(lp))
+    if probs[read] == 0.0:  # the chosen token fell outside the top-k: its own probability is known
+        probs[read] = math.exp(float(trace.logprobs[step]))
     total = sum(probs.values())
     return probs.get(target, 0.0) / total if total > 0 else None
 
 
-def letters_of(options) -> list[str]:
-    return [chr(ord("A") + i) for i in range(len(options))]
+def answer_probability(trace: Trace, answer_type: str, options: Sequence[str] = (),
+                       extraction: Extraction | str | None = None, *, letter: str | None = None) -> float | None:
+    """Probability of the extracted answer by the module rules.
+
+    ``extraction`` must come from ``trace.text``; when it is not an ``Extraction`` (None, or the
+    predicted answer string that older callers pass) the answer is extracted here. ``letter``
+    asks for another option letter's probability at the same position (choice answers only).
+    """
+    if not isinstance(extraction, Extraction):
+        extraction = extract_answer(trace.text, answer_type, options)
+    if extraction.answer is None or extraction.span is None:
+        return None
+    char_span = _char_span(trace, extraction, answer_type, options)
+    steps = token_span(trace.tokens, char_span) if char_span else None
+    if steps is None:
+        return None
+    letters = LETTERS[: len(options)]
+    if answer_type == "choice" and letters and extraction.method in ("boxed", "option_letter"):
+        read = extraction.answer.upper()
+        return _letter_probability(trace, steps, read, (letter or read).upper(), letters)
+    return float(math.exp(float(np.sum(trace.logprobs[steps[0]:steps[1]]))))
 
 
-def nmlp(trace: Trace) -> float:
-    """exp(mean log p) of the chosen tokens: the trace's length-normalised probability."""
+def trace_probability(trace: Trace) -> float:
+    """exp(mean log p) of the chosen tokens: the trace probability (NaN for an empty trace)."""
     return float(math.exp(float(np.mean(trace.logprobs)))) if trace.num_tokens else float("nan")

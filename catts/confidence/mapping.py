@@ -3,7 +3,8 @@
 ``platt`` (default): p = sigmoid(a * C + b), fitted by logistic regression (scikit-learn), with a
 forced >= 0 so the map never reverses the order of C. ``isotonic``: scikit-learn's isotonic
 regression (non-decreasing, clipped outside the fitted range). Both serialise to JSON so a probe's
-map can be reused on other runs.
+map can be reused on other runs. A map that came out flat (``degenerate``) says so, so reports can
+leave it out instead of printing a constant column.
 """
 
 from __future__ import annotations
@@ -49,6 +50,13 @@ class ConfidenceMap:
         if self.method == "isotonic":
             return np.interp(c, self.params["x"], self.params["y"])
         return 1.0 / (1.0 + np.exp(-(self.params["a"] * c + self.params["b"])))
+
+    @property
+    def degenerate(self) -> bool:
+        """A flat map: every C maps to one value (e.g. the clean answers it was fitted on were all right)."""
+        if self.method == "isotonic":
+            return float(np.ptp(self.params["y"])) < 1e-6 if self.params.get("y") else True
+        return self.params.get("a", 0.0) <= 0.0
 
     def to_dict(self) -> dict:
         return {"method": self.method, **self.params}

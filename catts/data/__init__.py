@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from catts.data.sample import DataError, Sample, iter_jsonl, iter_tsv, write_jsonl, write_tsv
+from catts.data.image import DataError, fit_image, open_image, to_rgb
+from catts.data.sample import Sample, iter_jsonl, iter_tsv, write_jsonl, write_tsv
 
 EMBEDDED = ("easyvqa", "shapes")
 
-__all__ = ["DataError", "Sample", "EMBEDDED", "load_data", "load_embedded", "write_jsonl", "write_tsv"]
+__all__ = ["DataError", "Sample", "EMBEDDED", "fit_image", "load_data", "load_embedded", "open_image", "to_rgb",
+           "write_jsonl", "write_tsv"]
 
 
 def load_embedded(name: str, split: str) -> list[Sample]:
@@ -21,18 +23,36 @@ def load_embedded(name: str, split: str) -> list[Sample]:
     raise DataError(f"no embedded dataset {name!r}; embedded: {', '.join(EMBEDDED)}")
 
 
-def load_data(spec: str, errors: list[str] | None = None) -> list[Sample]:
-    """``NAME:SPLIT`` for embedded data (``easyvqa:test``), or the path of a ``.jsonl`` / ``.tsv`` file.
+def load_data(spec: str, errors: list[dict] | None = None) -> list[Sample]:
+    """``NAME:SPLIT`` for embedded data (``easyvqa:test``), or the path of a ``.jsonl`` / ``.tsv`` file
+    (any other existing file is read as JSONL).
 
-    Malformed rows of a file are appended to ``errors`` (when given) and skipped; otherwise they raise.
+    Rules for a file:
+    - it must exist and be a readable file, else DataError ("data file X does not exist", ...);
+    - a TSV must have the columns image, question and answer, else one DataError for the file;
+    - an empty file (or a TSV with only its header) gives ``[]``: the caller decides what that means;
+    - each malformed row (see ``catts.data.sample``) is skipped and appended to ``errors`` as
+      ``{"source": str (the file), "line": int (1-based, where the row starts), "id": str | None,
+      "error": str (the full message, file and line included)}``; without ``errors`` the first
+      malformed row raises DataError with that message. Every row of the file thus ends up either
+      as a sample or as an entry; images are decoded later, by ``Sample.load_images``.
     """
     path = Path(spec)
     if path.suffix in (".jsonl", ".tsv") or path.exists():
-        if not path.exists():
-            raise DataError(f"data file {spec} does not exist")
-        reader = iter_tsv if path.suffix == ".tsv" else iter_jsonl
-        return list(reader(path, errors))
+        return _load_file(path, errors)
     name, _, split = spec.partition(":")
     if not split:
         raise DataError(f"--data {spec!r}: give NAME:SPLIT (e.g. easyvqa:test) or a .jsonl/.tsv path")
     return load_embedded(name, split)
+
+
+def _load_file(path: Path, errors: list[dict] | None) -> list[Sample]:
+    if not path.exists():
+        raise DataError(f"data file {path} does not exist")
+    if not path.is_file():
+        raise DataError(f"data file {path} is not a file")
+    reader = iter_tsv if path.suffix == ".tsv" else iter_jsonl
+    try:
+        return list(reader(path, errors))
+    except OSError as e:
+        raise DataError(f"cannot read data file {path}: {e}") from e

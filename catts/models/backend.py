@@ -21,6 +21,8 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from catts.data.image import fit_image  # noqa: F401 -- the one image normalisation, importable from here
+
 TOP_LOGPROBS = 20  # the cap of OpenAI-compatible servers' top_logprobs
 
 
@@ -97,13 +99,3 @@ def sample_seed(seed: int, key: str, index: int) -> int:
     """A 63-bit seed from (run seed, prompt key, sample index); stable across machines and runs."""
     digest = hashlib.sha256(f"{seed}|{key}|{index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
-def fit_image(image: Image.Image, max_pixels: int | None) -> Image.Image:
-    """RGB copy, shrunk (aspect kept) so that width * height <= max_pixels."""
-    image = image.convert("RGB") if image.mode != "RGB" else image
-    if max_pixels and image.width * image.height > max_pixels:
-        scale = (max_pixels / (image.width * image.height)) ** 0.5
-        size = (max(1, int(image.width * scale)), max(1, int(image.height * scale)))
-        image = image.resize(size, Image.BICUBIC)
-    return image

@@ -16,6 +16,7 @@ left padding shifts no attention score.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Sequence
 
@@ -27,6 +28,38 @@ from transformers import (AutoModelForImageTextToText, AutoProcessor, Generation
 from catts.models.backend import Prompt, SamplingParams, Trace, fit_image, sample_seed
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def resolve_device_dtype(device: str = "auto", dtype: str = "auto") -> tuple[str, str]:
+    """The concrete device and dtype for ``device``/``dtype`` ("auto": CUDA with bf16 if present, else CPU fp32).
+
+    Raises ValueError with one clear line for an unknown or unavailable device or dtype, so a command
+    can check them before it loads anything.
+    """
+    if not DEVICE_PATTERN.match(device):
+        raise ValueError(f"--device {device!r}: expected auto, cpu, mps, cuda or cuda:N")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available here (torch {torch.__version__})")
+        index = int(device.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("--device mps: MPS is not available here")
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"--dtype {dtype!r}: expected auto or one of {', '.join(DTYPES)}")
+    return device, dtype
+
+
+def identity(model: str, device: str, dtype: str, max_pixels: int | None) -> dict:
+    """A transformers backend's run identity from its settings (``device``/``dtype`` already resolved)."""
+    return {"model": str(model), "backend": "transformers", "dtype": dtype, "device": device.partition(":")[0],
+            "max_pixels": max_pixels}
 
 
 class _RowSampler(LogitsProcessor):
@@ -77,14 +110,8 @@ class TransformersBackend:
 
         path = resolve_model_path(model)
         self.name = str(model)
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-        if dtype == "auto":
-            torch_dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        elif dtype in DTYPES:
-            torch_dtype = DTYPES[dtype]
-        else:
-            raise ValueError(f"dtype must be auto or one of {list(DTYPES)}, not {dtype!r}")
-        self.dtype = str(torch_dtype).removeprefix("torch.")
+        self.device, self.dtype = resolve_device_dtype(device, dtype)
+        torch_dtype = DTYPES[self.dtype]
         self.batch_size = batch_size
         self.max_pixels = max_pixels
         tf_logger = logging.getLogger("transformers")
@@ -110,6 +137,11 @@ class TransformersBackend:
         if not ids:
             raise ValueError(f"{self.name}: no end-of-sequence token in its generation config or tokenizer")
         return ids
+
+    @property
+    def identity(self) -> dict:
+        """What of this backend changes an answer (part of every run's identity); not the batch size."""
+        return identity(self.name, self.device, self.dtype, self.max_pixels)
 
     # ---- encoding -------------------------------------------------------------------------
     def chat_text(self, prompt: Prompt) -> str:

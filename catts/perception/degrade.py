@@ -44,24 +44,9 @@ from typing import Callable
 import numpy as np
 from PIL import Image, ImageFilter
 
+from catts.data.image import to_rgb  # the one mode normalisation; importable from here as before
+
 # ---------------------------------------------------------------------------- image plumbing
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any Pillow mode -> 8-bit RGB. Alpha is composited on white; 16-bit data is scaled (/257),
-    not clipped as Pillow's own convert would do; mode ``I`` is taken to hold 16-bit data (that is
-    how Pillow opens 16-bit PNGs). Everything else (P, L, 1, CMYK, YCbCr, ...) goes via convert."""
-    if image.mode.startswith("I"):  # I, I;16, I;16B, I;16L, ...
-        a = np.asarray(image).astype(np.float64)
-        a = np.clip(np.round(a / 257.0), 0, 255).astype(np.uint8)
-        return Image.fromarray(a, "L").convert("RGB")
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
-        rgba = image.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, rgba).convert("RGB")
-    return image.convert("RGB")  # convert() always returns a copy, even for RGB
-
 
 def save_png(image: Image.Image, path: str | Path) -> Path:
     """Save losslessly as PNG (parent folders created); returns the path."""
