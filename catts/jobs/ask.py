@@ -126,7 +126,7 @@ def ask(backend: Backend, items: Sequence[Item], params: SamplingParams, run: Ru
 
     ``prepare(item)`` returns the images to show (default: the sample's own, shrunk to the backend's
     pixel guard; the probe's degrades them); it runs one chunk ahead on a worker thread. With ``params.n > 1`` a record holds the first trace (tts keeps its own records).
-    ``on_records`` is called with each chunk's records once they are on disk.
+    ``on_records`` is called with each chunk's records once they are appended.
     """
     progress = progress or Progress()
     timer = timer or Timer()

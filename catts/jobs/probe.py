@@ -19,8 +19,10 @@ critical path. A killed run resumes; a run with another config is refused.
 from __future__ import annotations
 
 import multiprocessing
+import sys
+import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -143,7 +145,8 @@ def run_probe(backend: Backend, cfg: ProbeConfig, out: str | Path, *, datasets: 
     records = run.records()  # kept in memory from here on: the JSONL is read once
     done = {r["key"] for r in records}
     maps: dict[str, ConfidenceMap | None] = {}
-    reporter = _Reporter(run.path, cfg.seed)
+    reporter = _Reporter(run.path, cfg.seed)  # forks: before this job starts any thread
+    threading.Thread(target=_warm_imports, daemon=True).start()
     try:
         for ds in datasets:
             load_errors = [e for e in load_error_records(ds.spec, ds.errors) if e["key"] not in done]
@@ -269,18 +272,34 @@ def _map_info(cmap: ConfidenceMap | None) -> dict | None:
     return cmap.to_dict() | {"degenerate": cmap.degenerate}
 
 
+def _report_kind(*args) -> list[dict]:
+    """``catts.report.figures.report_kind``, imported in the worker (matplotlib stays out of the main process)."""
+    from catts.report.figures import report_kind
+
+    return report_kind(*args)
+
+
+def _warm_imports() -> None:
+    """Import what the map fit needs on a thread while the model answers (sklearn takes about 1 s)."""
+    import sklearn.linear_model  # noqa: F401
+
+
 class _Reporter:
     """Summaries and figures of each finished (dataset, kind) in a worker process, off the critical path."""
 
     def __init__(self, out: Path, seed: int):
         self.out, self.seed = out, seed
-        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
         self.futures: list[Future] = []
+        if sys.platform == "linux":
+            # forked now, before the job starts its own threads; "spawn" would re-run an unguarded user
+            # script's top level in the worker. The worker uses numpy, Pillow and matplotlib, never torch.
+            self.pool: Executor = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork"))
+            self.pool.submit(int).result()
+        else:
+            self.pool = ThreadPoolExecutor(1)
 
     def submit(self, data: str, kind: str, levels: list[int], records: list[dict], example: tuple | None) -> None:
-        from catts.report.figures import report_kind
-
-        self.futures.append(self.pool.submit(report_kind, self.out, data, kind, levels, list(records),
+        self.futures.append(self.pool.submit(_report_kind, self.out, data, kind, levels, list(records),
                                              example if kind != "none" else None, self.seed))
 
     def results(self) -> dict[tuple, dict]:

@@ -22,6 +22,7 @@ import platform
 import shutil
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -102,6 +103,8 @@ class RunDir:
         (self.path / CONFIG).write_text(dumps(self.config, indent=1, sort_keys=True))
         self.results_file = self.path / RESULTS
         self.traces_dir = self.path / TRACES
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
         self._repair_tail()
 
     def _repair_tail(self) -> None:
@@ -113,6 +116,7 @@ class RunDir:
             self.results_file.write_bytes(data[: data.rfind(b"\n") + 1])
 
     def records(self) -> list[dict]:
+        self.flush()
         if not self.results_file.exists():
             return []
         return [json.loads(line) for line in self.results_file.read_text().splitlines() if line.strip()]
@@ -122,25 +126,44 @@ class RunDir:
 
     def append(self, records: Iterable[dict], traces: dict[str, Any] | None = None) -> None:
         """Append records; their traces (record key -> Trace) go to a new shard first, so a record
-        on disk always has its trace on disk."""
+        on disk always has its trace on disk. Writing happens on a writer thread (compressing the
+        traces costs about as much as grading); ``flush()`` waits for it, ``records()`` flushes."""
+        records = list(records)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(1)
+        self._pending.append(self._writer.submit(self._write, records, traces))
+        done = [f for f in self._pending if f.done()]
+        for f in done:
+            f.result()  # raise a writer error here, not later
+            self._pending.remove(f)
+
+    def _write(self, records: list[dict], traces: dict[str, Any] | None) -> None:
         if traces:
             save_traces(self.traces_dir, traces)
+        lines = "".join(dumps(r) + "\n" for r in records)
         with self.results_file.open("a") as f:
-            for r in records:
-                f.write(dumps(r) + "\n")
+            f.write(lines)
             f.flush()
             os.fsync(f.fileno())
 
+    def flush(self) -> None:
+        """Wait until everything appended is on disk."""
+        while self._pending:
+            self._pending.pop(0).result()
+
     def rewrite(self, records: list[dict]) -> None:
         """Replace results.jsonl atomically (used by regrade)."""
+        self.flush()
         tmp = self.results_file.with_suffix(".tmp")
         tmp.write_text("".join(dumps(r) + "\n" for r in records))
         tmp.replace(self.results_file)
 
     def traces(self) -> dict[str, Any]:
+        self.flush()
         return load_traces(self.traces_dir)
 
     def write_summary(self, summary: dict[str, Any]) -> Path:
+        self.flush()
         full = {**summary, "config": self.config, "versions": versions(),
                 "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         path = self.path / SUMMARY
@@ -148,38 +171,54 @@ class RunDir:
         return path
 
 
-def save_traces(folder: Path, traces: dict[str, Any]) -> Path:
-    """One ``.npz`` shard holding every trace of ``traces`` (record key -> Trace)."""
-    from catts.models.backend import Trace  # noqa: F401  (documents the value type)
+def _id_pieces(ts: list, ids: np.ndarray) -> list[str]:
+    """The text piece of each distinct top-k token id in ``ids``, read from the traces themselves."""
+    from catts.models.backend import TopPieces
 
+    lazy = next((t.top_tokens for t in ts if isinstance(t.top_tokens, TopPieces)), None)
+    if lazy is not None:
+        return [lazy.piece(int(i)) for i in ids]
+    table: dict[int, str] = {}
+    for t in ts:
+        for row_ids, row in zip(t.top_ids.tolist(), t.top_tokens):
+            table.update(zip(row_ids, row))
+    return [table.get(int(i), "") for i in ids]
+
+
+def save_traces(folder: Path, traces: dict[str, Any]) -> Path:
+    """One compressed ``.npz`` shard holding every trace of ``traces`` (record key -> Trace).
+
+    Top-k alternatives are stored as ids with one table of the distinct ids' text pieces; chosen
+    tokens' pieces (which depend on context) are stored per token through a table of distinct strings.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     keys = list(traces)
     ts = [traces[k] for k in keys]
     k = max((t.top_logprobs.shape[1] for t in ts if t.top_logprobs.ndim == 2 and t.num_tokens), default=1)
-    pieces: dict[str, int] = {}
-
-    def idx(s: str) -> int:
-        return pieces.setdefault(s, len(pieces))
 
     def top(t, name, dtype):
         a = getattr(t, name)
         return a.astype(dtype) if a.ndim == 2 and a.shape[1] == k else np.zeros((t.num_tokens, k), dtype)
 
+    top_ids = np.concatenate([top(t, "top_ids", np.int64) for t in ts] or [np.zeros((0, k), np.int64)])
+    piece_ids = np.unique(top_ids)
+    token_table: dict[str, int] = {}
+    token_piece = np.array([token_table.setdefault(p, len(token_table)) for t in ts for p in t.tokens], np.int32)
     arrays = {
         "keys": np.array(keys, dtype=str),
         "offsets": np.cumsum([0] + [t.num_tokens for t in ts]).astype(np.int64),
         "token_ids": np.concatenate([np.asarray(t.token_ids, np.int64) for t in ts] or [np.zeros(0, np.int64)]),
         "logprobs": np.concatenate([np.asarray(t.logprobs, np.float32) for t in ts] or [np.zeros(0, np.float32)]),
         "top_logprobs": np.concatenate([top(t, "top_logprobs", np.float32) for t in ts] or [np.zeros((0, k))]),
-        "top_ids": np.concatenate([top(t, "top_ids", np.int64) for t in ts] or [np.zeros((0, k), np.int64)]),
-        "token_piece": np.array([idx(p) for t in ts for p in t.tokens], dtype=np.int32),
-        "top_piece": np.array([[idx(p) for p in row] for t in ts for row in t.top_tokens],
-                              dtype=np.int32).reshape(-1, k),
+        "top_ids": top_ids,
+        "piece_ids": piece_ids,
+        "piece_text": np.array(_id_pieces(ts, piece_ids) or [""], dtype=str),
+        "token_piece": token_piece,
+        "token_text": np.array(list(token_table) or [""], dtype=str),
         "finish": np.array([t.finish_reason for t in ts], dtype=str),
         "source": np.array([t.logprob_source for t in ts], dtype=str),
         "text": np.array([t.text for t in ts], dtype=str),
     }
-    arrays["pieces"] = np.array(list(pieces) or [""], dtype=str)
     n = len(list(folder.glob("*.npz")))
     path = folder / f"{n:05d}.npz"
     while path.exists():
@@ -193,20 +232,21 @@ def save_traces(folder: Path, traces: dict[str, Any]) -> Path:
 
 def load_traces(folder: Path) -> dict[str, Any]:
     """Every stored trace by record key (a later shard wins: a redone sample replaces its old trace)."""
-    from catts.models.backend import Trace
+    from catts.models.backend import TopPieces, Trace
 
     out: dict[str, Trace] = {}
     for path in sorted(Path(folder).glob("[0-9]*.npz")):
         with np.load(path) as z:
             a = {name: z[name] for name in z.files}
-        pieces = a["pieces"].tolist()
+        table = dict(zip(a["piece_ids"].tolist(), a["piece_text"].tolist()))
+        token_text = a["token_text"].tolist()
         off = a["offsets"]
         for i, key in enumerate(a["keys"].tolist()):
             lo, hi = int(off[i]), int(off[i + 1])
             out[key] = Trace(text=str(a["text"][i]), token_ids=a["token_ids"][lo:hi].tolist(),
                              logprobs=a["logprobs"][lo:hi], top_logprobs=a["top_logprobs"][lo:hi],
                              top_ids=a["top_ids"][lo:hi], finish_reason=str(a["finish"][i]),
-                             tokens=[pieces[j] for j in a["token_piece"][lo:hi]],
-                             top_tokens=[[pieces[j] for j in row] for row in a["top_piece"][lo:hi]],
+                             tokens=[token_text[j] for j in a["token_piece"][lo:hi]],
+                             top_tokens=TopPieces(a["top_ids"][lo:hi], table.__getitem__),
                              logprob_source=str(a["source"][i]))
     return out

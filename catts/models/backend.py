@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Callable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -58,6 +58,32 @@ class SamplingParams:
         return self.temperature == 0
 
 
+class TopPieces(Sequence):
+    """``[T][k]`` text pieces of the top-k tokens, decoded from their ids only when a step is read.
+
+    A backend with token ids hands this to a Trace instead of a list of lists: most steps of most
+    traces are never read as text (only the answer's step is), and decoding all of them costs more
+    than generating. Compares equal to the list of lists it stands for.
+    """
+
+    def __init__(self, top_ids: np.ndarray, piece: Callable[[int], str]):
+        self.top_ids, self.piece = top_ids, piece
+
+    def __len__(self) -> int:
+        return len(self.top_ids)
+
+    def __getitem__(self, t):
+        if isinstance(t, slice):
+            return [self[i] for i in range(*t.indices(len(self)))]
+        return [self.piece(int(i)) for i in self.top_ids[t]]
+
+    def __eq__(self, other) -> bool:
+        return isinstance(other, Sequence) and len(other) == len(self) and all(
+            list(a) == list(b) for a, b in zip(self, other))
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 @dataclass
 class Trace:
     """One generated (or scored) continuation."""
@@ -69,7 +95,7 @@ class Trace:
     top_ids: np.ndarray                  # [T, k] their token ids
     finish_reason: str = "stop"          # "stop" (end token) or "length"
     tokens: list[str] = field(default_factory=list)            # [T] text piece of each chosen token
-    top_tokens: list[list[str]] = field(default_factory=list)  # [T][k] text of each top-k token
+    top_tokens: Sequence[list[str]] = field(default_factory=list)  # [T][k] text of each top-k token
     logprob_source: str = "raw"          # which distribution the log-probabilities come from
     meta: dict = field(default_factory=dict)
 

@@ -25,7 +25,7 @@ import torch
 from transformers import (AutoModelForImageTextToText, AutoProcessor, GenerationConfig, LogitsProcessor,
                           LogitsProcessorList)
 
-from catts.models.backend import Prompt, SamplingParams, Trace, fit_image, sample_seed
+from catts.models.backend import Prompt, SamplingParams, TopPieces, Trace, fit_image, sample_seed
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -222,7 +222,7 @@ class TransformersBackend:
     def _make_trace(self, ids: list[int], logprobs, top_logprobs, top_ids, finish: str) -> Trace:
         return Trace(text=self.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids, logprobs=logprobs,
                      top_logprobs=top_logprobs, top_ids=top_ids, finish_reason=finish,
-                     tokens=self.token_pieces(ids), top_tokens=[[self._piece(i) for i in row] for row in top_ids.tolist()])
+                     tokens=self.token_pieces(ids), top_tokens=TopPieces(top_ids, self._piece))
 
     def _piece(self, token_id: int) -> str:
         if token_id not in self._pieces:

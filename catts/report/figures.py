@@ -37,7 +37,7 @@ def report_kind(out: Path, data: str, kind: str, levels: list[int], records: lis
     for r in records:
         if r.get("level") in by_level:
             by_level[r["level"]].append(r)
-    ends = {levels[0], levels[-1]}
+    ends = {levels[0], levels[-1]} if kind == "diffusion" else set()  # the finding's levels get intervals
     summaries = [{"data": data, "kind": kind, "level": lv, **summarize(by_level[lv], ci=lv in ends)} for lv in levels]
     if kind != "none":
         shown = [s for s in summaries if s["n"]]
