@@ -8,7 +8,6 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 
 from catts.calibration.metrics import (
     aurc, auroc, bootstrap_ci, brier, ece, mce, reliability_bins, risk_coverage, smooth_ece,
-    summarize,
 )
 from catts.calibration.plots import reliability_diagram
 
@@ -200,21 +199,7 @@ def test_bootstrap_ci_contains_point_and_is_deterministic():
         bootstrap_ci(brier, c, z, n_boot=0)
 
 
-def test_summarize_keys_and_scores():
-    c, z = _synthetic(2000, lambda p: p ** 2, seed=11)
-    out = summarize(c, z)
-    assert set(out) == {"ece_10", "ece_15", "ece_10_quantile", "ece_15_quantile", "mce_15",
-                        "brier", "auroc", "aurc", "smooth_ece", "accuracy", "mean_confidence", "n"}
-    assert out["n"] == 2000 and out["ece_15"] == ece(c, z, 15)
-    assert out["accuracy"] == pytest.approx(z.mean())
-    flipped = summarize(c, z, scores=-c)
-    assert flipped["auroc"] == pytest.approx(1 - out["auroc"])
-    assert flipped["ece_15"] == out["ece_15"] and flipped["aurc"] != out["aurc"]
-
-
-# ---------------------------------------------------------------- validation
-
-@pytest.mark.parametrize("fn", [ece, mce, brier, smooth_ece, reliability_bins, summarize])
+@pytest.mark.parametrize("fn", [ece, mce, brier, smooth_ece, reliability_bins])
 def test_validation_errors_confidences(fn):
     with pytest.raises(ValueError, match="length mismatch"):
         fn([0.1, 0.2], [1])

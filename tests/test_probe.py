@@ -144,3 +144,12 @@ def test_key_region_with_the_models_own_attention(tiny_backend, shapes_test, tmp
     summary = run_probe(tiny_backend, ProbeConfig(data=["shapes:test"], degrade=["key_region:999"], limit=4,
                                                   map_limit=8, saliency="model"), tmp_path)
     assert summary["levels"][0]["n"] == 4
+
+
+def test_resume_with_a_smaller_limit_reports_only_its_questions(probe_run, tiny_backend, tmp_path):
+    import shutil
+
+    out, _ = probe_run
+    shutil.copytree(out, tmp_path / "copy")
+    summary = run_probe(tiny_backend, ProbeConfig(**{**SMALL, "limit": 5}), tmp_path / "copy")
+    assert [lv["n"] for lv in summary["levels"]] == [5, 5, 5, 5]

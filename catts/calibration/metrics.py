@@ -19,7 +19,7 @@ Strategy = Literal["uniform", "quantile"]
 
 __all__ = [
     "ReliabilityBins", "reliability_bins", "ece", "mce", "brier", "auroc", "risk_coverage",
-    "aurc", "smooth_ece", "bootstrap_ci", "summarize",
+    "aurc", "smooth_ece", "bootstrap_ci",
 ]
 
 
@@ -301,23 +301,3 @@ def bootstrap_ci(metric_fn: Callable[[np.ndarray, np.ndarray], float], confidenc
         return point, float("nan"), float("nan")
     low, high = np.nanquantile(stats, [alpha / 2.0, 1.0 - alpha / 2.0])
     return point, float(low), float(high)
-
-
-def summarize(confidences: ArrayLike, correct: ArrayLike,
-              scores: ArrayLike | None = None) -> dict[str, float]:
-    """All calibration metrics in one dict.
-
-    Keys: ``ece_10``, ``ece_15`` (uniform bins), ``ece_10_quantile``, ``ece_15_quantile``, ``mce_15``
-    (uniform), ``brier``, ``auroc``, ``aurc``, ``smooth_ece``, ``accuracy``, ``mean_confidence``, ``n``.
-    ``auroc`` and ``aurc`` rank by ``scores`` when given (e.g. raw trace confidence), else by the
-    confidences.
-    """
-    c, z = _check_conf(confidences, correct)
-    rank_by = c if scores is None else _check_scores(scores, z)[0]
-    return {
-        "ece_10": ece(c, z, 10), "ece_15": ece(c, z, 15),
-        "ece_10_quantile": ece(c, z, 10, "quantile"), "ece_15_quantile": ece(c, z, 15, "quantile"),
-        "mce_15": mce(c, z, 15), "brier": brier(c, z),
-        "auroc": auroc(rank_by, z), "aurc": aurc(rank_by, z), "smooth_ece": smooth_ece(c, z),
-        "accuracy": float(z.mean()), "mean_confidence": float(c.mean()), "n": int(c.size),
-    }

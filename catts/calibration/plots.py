@@ -95,5 +95,6 @@ def draw_reliability_compact(ax, c: np.ndarray, z: np.ndarray, n_bins: int = 15,
     c, z = _check_conf(c, z)
     bins = reliability_bins(c, z, n_bins, "uniform")
     ax.stairs(bins.counts / bins.n, bins.edges, color="0.6", fill=True, alpha=0.5)
-    ax.stairs(np.where(bins.nonempty, bins.accuracy, np.nan), bins.edges, color="#4C72B0", linewidth=1.6)
+    ax.stairs(np.where(bins.nonempty, bins.accuracy, np.nan), bins.edges, color="#4C72B0", linewidth=1.6,
+              baseline=None)
     ax.text(0.04, 0.88, f"ECE {ece(c, z, n_bins):.2f}", fontsize=7, transform=ax.transAxes)

@@ -166,8 +166,9 @@ def run_probe(backend: Backend, cfg: ProbeConfig, out: str | Path, *, datasets: 
             progress.phase(f"{ds.spec}: probing {len(sweeps)} degradation kinds", len(items), len(items) - len(todo))
             example = _example_image(ds.samples, max_pixels)
             groups: dict[str, list[dict]] = {kind: [] for kind, _ in sweeps}
+            wanted = {it.key for it in items}  # a resume with a smaller --limit reports only its own questions
             for r in records:
-                if r.get("data") == ds.spec and r.get("split") != "map" and r.get("kind") in groups:
+                if r["key"] in wanted:
                     groups[r["kind"]].append(r)
             left = {kind: sum(1 for it in todo if it.fields["kind"] == kind) for kind, _ in sweeps}
 
