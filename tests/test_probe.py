@@ -153,3 +153,8 @@ def test_resume_with_a_smaller_limit_reports_only_its_questions(probe_run, tiny_
     shutil.copytree(out, tmp_path / "copy")
     summary = run_probe(tiny_backend, ProbeConfig(**{**SMALL, "limit": 5}), tmp_path / "copy")
     assert [lv["n"] for lv in summary["levels"]] == [5, 5, 5, 5]
+
+
+def test_repeated_kinds_are_merged():
+    cfg = ProbeConfig(degrade=["blur:1", "diffusion:0,999", "blur:3,1"])
+    assert cfg.sweeps() == [("blur", [1, 3]), ("diffusion", [0, 999])]

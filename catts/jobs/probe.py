@@ -55,7 +55,13 @@ class ProbeConfig:
     saliency: str = "spectral"       # key-region noise: spectral, model (the probed model's tower) or a CLIP folder
 
     def sweeps(self) -> list[tuple[str, list[int]]]:
-        return [parse_degrade_spec(d) for d in self.degrade]
+        """(kind, levels) per degradation kind, in first-mention order; repeated kinds are merged."""
+        merged: dict[str, list[int]] = {}
+        for spec in self.degrade:
+            kind, levels = parse_degrade_spec(spec)
+            merged.setdefault(kind, [])
+            merged[kind] += [lv for lv in levels if lv not in merged[kind]]
+        return list(merged.items())
 
 
 @dataclass

@@ -32,6 +32,7 @@ RESULTS = "results.jsonl"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 TRACES = "traces"
+OUTPUTS = ("summary.md", "levels.csv", "figure1_*.png", "reliability_*.png")  # the report files of a run
 
 
 def versions() -> dict[str, str]:
@@ -93,10 +94,10 @@ class RunDir:
     def __init__(self, out: str | Path, config: dict[str, Any], resume_ignore: Iterable[str] = ("limit",),
                  overwrite: bool = False):
         self.path = Path(out)
-        if overwrite and self.path.exists():
-            for name in (CONFIG, RESULTS, SUMMARY, TRACES):
-                p = self.path / name
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+        if overwrite and self.path.exists():  # only what catts writes: a user's own files stay
+            for name in (CONFIG, RESULTS, SUMMARY, TRACES, *OUTPUTS):
+                for p in self.path.glob(name):
+                    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         check_resumable(self.path, config, resume_ignore)
         self.path.mkdir(parents=True, exist_ok=True)
         self.config = strict(config)
