@@ -101,6 +101,31 @@ class _RowSampler(LogitsProcessor):
         return order.gather(1, pos)[:, 0]
 
 
+def _pad_per_sample(values: list) -> list:
+    """Right-pad per-sample tensors ``[1, ...]`` whose other dims differ to a common shape, with zeros.
+
+    One processor call pads this way within its own batch: Idefics3 / SmolVLM return
+    ``pixel_values`` ``[1, n_crops, C, H, W]`` (the crop count depends on the image's size and aspect)
+    and ``pixel_attention_mask`` ``[1, n_crops, H, W]``; an all-zero crop is a padding image that the
+    model drops, and zero mask entries are padding pixels. Tensors without a batch dim of 1 (e.g.
+    Qwen2.5-VL's flattened patches ``[n_patches, D]`` with ``image_grid_thw``), or whose shapes agree,
+    are returned as they are: those are concatenated along dim 0.
+    """
+    if not all(isinstance(v, torch.Tensor) and v.ndim >= 2 and v.shape[0] == 1 for v in values):
+        return values
+    if len({v.ndim for v in values}) != 1 or len({tuple(v.shape) for v in values}) == 1:
+        return values
+    target = [max(v.shape[d] for v in values) for d in range(values[0].ndim)]
+    out = []
+    for v in values:
+        if list(v.shape) != target:
+            padded = v.new_zeros(target)
+            padded[tuple(slice(0, n) for n in v.shape)] = v
+            v = padded
+        out.append(v)
+    return out
+
+
 class TransformersBackend:
     """Local model through transformers. ``model`` is a folder or an embedded name (``tiny``, ``tiny-expert``)."""
 
@@ -175,6 +200,8 @@ class TransformersBackend:
         for k, vs in extras.items():
             if k in per_token:
                 vs = [torch.cat([v.new_zeros((1, length - v.shape[1]) + tuple(v.shape[2:])), v], dim=1) for v in vs]
+            else:
+                vs = _pad_per_sample(vs)
             batch[k] = torch.cat(vs, dim=0)
         return {k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
