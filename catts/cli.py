@@ -75,7 +75,7 @@ def clean_errors(fn: Callable) -> Callable:
         except (UsageError, DataError, FileNotFoundError, ValueError, OSError, ImportError) as e:
             if os.environ.get("CATTS_DEBUG"):
                 raise
-            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False)
+            console.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2)
     return wrapper
 
@@ -131,7 +131,7 @@ def load_rows(spec: str, limit: int | None):
     if not samples and not errors:
         raise UsageError(f"--data {spec}: no rows")
     for e in errors[:10]:
-        console.print(f"[yellow]skipped[/yellow] {escape(e['error'])}", highlight=False)
+        console.print(f"[yellow]skipped[/yellow] {escape(e['error'])}", highlight=False, soft_wrap=True)
     if len(errors) > 10:
         console.print(f"[yellow]... and {len(errors) - 10} more rows that could not be loaded (all in the run "
                       "folder)[/yellow]")

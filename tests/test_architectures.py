@@ -1,5 +1,6 @@
-"""The transformers backend on other stock architectures: tiny random Idefics3 and Gemma3 checkpoints
-built offline (``catts.models.tiny.random``), with a batch of images of different sizes and aspects."""
+"""The transformers backend on other stock architectures: tiny random Qwen2.5-VL, SmolVLM, Idefics3 and
+Gemma3 checkpoints built offline (``catts.models.tiny.random``), loaded from folders saved like hub
+checkpoints, with a batch of images of different sizes and aspects."""
 
 import json
 import shutil

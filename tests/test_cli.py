@@ -89,3 +89,19 @@ def test_probe_prints_the_markdown_as_written(tmp_path):
 def test_regrade_command(tmp_path):
     r = runner.invoke(app, ["regrade", str(tmp_path)])
     assert r.exit_code == 2 and "no catts run" in r.output
+
+
+def test_missing_processor_package_is_one_line(monkeypatch, tmp_path):
+    """torchvision is installed here, so its absence is simulated (the only mock in this file): transformers
+    raises a many-line ImportError; the command prints one line that names the package."""
+    import transformers
+
+    def no_torchvision(*args, **kwargs):
+        raise ImportError("\nQwen2VLVideoProcessor requires the Torchvision library but it was not found in your "
+                          "environment.\nCheck out the instructions on the installation page.\n")
+
+    monkeypatch.setattr(transformers.AutoProcessor, "from_pretrained", no_torchvision)
+    r = runner.invoke(app, ["eval", "--data", "shapes:test", "--limit", "1", "--out", str(tmp_path / "run")])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    lines = [ln for ln in r.output.splitlines() if "error:" in ln]
+    assert len(lines) == 1 and "pip install torchvision" in lines[0]

@@ -126,6 +126,16 @@ def _pad_per_sample(values: list) -> list:
     return out
 
 
+OPTIONAL_PACKAGES = ("torchvision", "num2words", "timm", "av")
+
+
+def _missing_package(path: Path, error: ImportError) -> str:
+    text = str(error).strip()
+    name = next((m for m in OPTIONAL_PACKAGES if m in text.lower()), None)
+    hint = f"pip install {name} (the build for your torch)" if name else "install the package it names"
+    return f"{path}: its processor needs {name or 'a package'} that is not installed; {hint}. ({text.splitlines()[0]})"
+
+
 class TransformersBackend:
     """Local model through transformers. ``model`` is a folder or an embedded name (``tiny``, ``tiny-expert``)."""
 
@@ -143,7 +153,10 @@ class TransformersBackend:
         level = tf_logger.level
         tf_logger.setLevel(logging.ERROR)  # e.g. "CLIPImageProcessor requires torchvision; falling back"
         try:
-            self.processor = AutoProcessor.from_pretrained(path)
+            try:
+                self.processor = AutoProcessor.from_pretrained(path)
+            except ImportError as e:  # transformers' message runs over many lines: one line naming the package
+                raise ImportError(_missing_package(path, e)) from e
             kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
             self.model = AutoModelForImageTextToText.from_pretrained(path, dtype=torch_dtype, **kwargs)
         finally:

@@ -3,14 +3,15 @@
 Each builder writes a folder that looks like a hub checkpoint (``save_pretrained`` of the model and
 of its processor), so ``AutoModelForImageTextToText`` / ``AutoProcessor`` load it like any other.
 The weights mean nothing: the folders exist to exercise the transformers backend on architectures
-whose processors differ from LLaVA's (Idefics3's variable number of image crops with a pixel mask,
-Gemma3's image soft tokens with bidirectional token types). Builds are seeded and take seconds.
+whose processors differ from LLaVA's (Idefics3's and SmolVLM's variable number of image crops with
+a pixel mask, Gemma3's image soft tokens with bidirectional token types, Qwen2.5-VL's image-size
+dependent token counts with M-RoPE). Builds are seeded and take well under a second.
 
 The tokenizer is the byte-level BPE of ``catts.models.tiny.build`` with each processor's special
 tokens added, and a chat template in the architecture's own style.
 
-Not here: SmolVLM and Qwen2.5-VL, whose processors hold a video processor that needs torchvision
-(SmolVLM's also needs ``num2words``); without torchvision neither processor can be made or loaded.
+SmolVLM's and Qwen2.5-VL's processors hold a video processor that needs torchvision (SmolVLM's also
+``num2words``); both are catts dependencies.
 """
 
 from __future__ import annotations
@@ -74,6 +75,20 @@ IDEFICS3_TEMPLATE = (
 )
 
 
+def _crops_config(config_cls, tok, crop: int, patch: int, scale: int):
+    """The config of an Idefics3-style model (Idefics3, SmolVLM): a tiny vision tower and Llama text model."""
+    eou = tok.convert_tokens_to_ids("<end_of_utterance>")
+    return config_cls(
+        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
+                       "num_attention_heads": 2, "image_size": crop, "patch_size": patch},
+        text_config={"model_type": "llama", "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128,
+                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+                     "max_position_embeddings": 1024, "pad_token_id": tok.pad_token_id, "eos_token_id": eou,
+                     "bos_token_id": None, "tie_word_embeddings": False},
+        image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=scale, tie_word_embeddings=False,
+        pad_token_id=tok.pad_token_id)
+
+
 def build_idefics3(folder: str | Path, seed: int = 0, *, crop: int = 32, longest_edge: int = 64) -> Path:
     """Idefics3 (SigLIP-style vision + pixel-shuffle connector + Llama): images of ``longest_edge`` pixels
     split into ``crop``-sized crops plus a global view, so the crop count depends on size and aspect."""
@@ -90,16 +105,7 @@ def build_idefics3(folder: str | Path, seed: int = 0, *, crop: int = 32, longest
                                                 max_image_size={"longest_edge": crop})
     processor = Idefics3Processor(image_processor=image_processor, tokenizer=tok, image_seq_len=image_seq_len,
                                   chat_template=IDEFICS3_TEMPLATE)
-    config = Idefics3Config(
-        vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 1,
-                       "num_attention_heads": 2, "image_size": crop, "patch_size": patch},
-        text_config={"model_type": "llama", "vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128,
-                     "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
-                     "max_position_embeddings": 1024, "pad_token_id": tok.pad_token_id,
-                     "eos_token_id": tok.convert_tokens_to_ids("<end_of_utterance>"), "bos_token_id": None,
-                     "tie_word_embeddings": False},
-        image_token_id=tok.convert_tokens_to_ids("<image>"), scale_factor=scale, tie_word_embeddings=False,
-        pad_token_id=tok.pad_token_id)
+    config = _crops_config(Idefics3Config, tok, crop, patch, scale)
     torch.manual_seed(seed)
     model = Idefics3ForConditionalGeneration(config)
     _finish(model, tok, "<end_of_utterance>")
@@ -157,3 +163,77 @@ def build(arch: str, folder: str | Path, seed: int = 0) -> Path:
     if arch not in BUILDERS:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {', '.join(BUILDERS)}")
     return BUILDERS[arch](folder, seed)
+
+
+# ---- Qwen2.5-VL ----------------------------------------------------------------------------
+QWEN25VL_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n"
+    "{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %}"
+    "<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_qwen2_5_vl(folder: str | Path, seed: int = 0, *, patch: int = 8, max_side: int = 64) -> Path:
+    """Qwen2.5-VL (window-attention ViT with 2x2 patch merging + Qwen2 text with M-RoPE): the number of
+    image tokens follows each image's size. Its processor needs torchvision (video processor)."""
+    import torch
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
+                              Qwen2VLImageProcessorPil)
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    named = {"image_token": "<|image_pad|>", "video_token": "<|video_pad|>", "vision_start_token": "<|vision_start|>",
+             "vision_end_token": "<|vision_end|>"}
+    tok = _tokenizer([*named.values(), "<|im_start|>", "<|im_end|>"], named, "<|im_end|>", QWEN25VL_TEMPLATE)
+    merge = 2
+    pixels = {"min_pixels": (patch * merge) ** 2, "max_pixels": max_side * max_side}
+    image_processor = Qwen2VLImageProcessorPil(patch_size=patch, merge_size=merge, temporal_patch_size=2, **pixels)
+    video_processor = Qwen2VLVideoProcessor(patch_size=patch, merge_size=merge, temporal_patch_size=2, **pixels)
+    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tok, video_processor=video_processor,
+                                    chat_template=QWEN25VL_TEMPLATE)
+    eos = tok.convert_tokens_to_ids("<|im_end|>")
+    config = Qwen2_5_VLConfig(
+        vision_config={"depth": 2, "hidden_size": 32, "intermediate_size": 64, "num_heads": 2, "out_hidden_size": 64,
+                       "patch_size": patch, "spatial_merge_size": merge, "temporal_patch_size": 2,
+                       "window_size": 4 * patch, "fullatt_block_indexes": [1]},
+        text_config={"vocab_size": len(tok), "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 2,
+                     "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 1024,
+                     "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]}, "pad_token_id": tok.pad_token_id,
+                     "eos_token_id": eos, "bos_token_id": None, "tie_word_embeddings": False},
+        image_token_id=tok.convert_tokens_to_ids(named["image_token"]),
+        video_token_id=tok.convert_tokens_to_ids(named["video_token"]),
+        vision_start_token_id=tok.convert_tokens_to_ids(named["vision_start_token"]), tie_word_embeddings=False)
+    torch.manual_seed(seed)
+    model = Qwen2_5_VLForConditionalGeneration(config)
+    _finish(model, tok, "<|im_end|>")
+    return _save(folder, model, processor)
+
+
+# ---- SmolVLM -------------------------------------------------------------------------------
+def build_smolvlm(folder: str | Path, seed: int = 0, *, crop: int = 32, longest_edge: int = 64) -> Path:
+    """SmolVLM (Idefics3's layout: crops plus a global view, pixel-shuffle connector, Llama text).
+    Its processor needs torchvision (video processor) and num2words."""
+    import torch
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration, SmolVLMProcessor
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+    from transformers.models.smolvlm.video_processing_smolvlm import SmolVLMVideoProcessor
+
+    rows_cols = [f"<row_{i}_col_{j}>" for i in range(1, 7) for j in range(1, 7)]
+    tok = _tokenizer(["<fake_token_around_image>", "<image>", "<end_of_utterance>", "<global-img>", "<video>",
+                      "<|im_start|>", *rows_cols], {"image_token": "<image>"}, "<end_of_utterance>", IDEFICS3_TEMPLATE)
+    patch, scale = 8, 2
+    image_processor = SmolVLMImageProcessorPil(size={"longest_edge": longest_edge},
+                                               max_image_size={"longest_edge": crop})
+    video_processor = SmolVLMVideoProcessor(size={"longest_edge": longest_edge}, max_image_size={"longest_edge": crop})
+    processor = SmolVLMProcessor(image_processor=image_processor, tokenizer=tok, video_processor=video_processor,
+                                 image_seq_len=(crop // patch) ** 2 // scale ** 2, chat_template=IDEFICS3_TEMPLATE)
+    config = _crops_config(SmolVLMConfig, tok, crop, patch, scale)
+    torch.manual_seed(seed)
+    model = SmolVLMForConditionalGeneration(config)
+    _finish(model, tok, "<end_of_utterance>")
+    return _save(folder, model, processor)
+
+
+BUILDERS.update({"qwen2_5_vl": build_qwen2_5_vl, "smolvlm": build_smolvlm})
