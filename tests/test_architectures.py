@@ -124,6 +124,37 @@ def test_evaluate_writes_records(arch, checkpoints, tmp_path):
     assert summary["n"] == 4
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+def test_probe_runs_where_nothing_parses(arch, checkpoints, tmp_path):
+    """A random model never boxes an answer: every level is all-unparsed, and the probe still writes its
+    summary, figures and report (it once crashed there)."""
+    from catts.jobs.probe import ProbeConfig, run_probe
+
+    backend = load_backend(checkpoints[arch], batch_size=8)
+    cfg = ProbeConfig(model=str(checkpoints[arch]), data=["shapes:test"], degrade=["none:0", "diffusion:0,999"],
+                      limit=3, map_limit=2, max_new_tokens=6)
+    summary = run_probe(backend, cfg, tmp_path)
+    assert [lv["n"] for lv in summary["levels"]] == [3, 3, 3]
+    assert all(lv["unparsed_rate"] == 1.0 and lv["accuracy"] == 0.0 for lv in summary["levels"])
+    assert (tmp_path / "summary.md").exists() and (tmp_path / "figure1_shapes_test_diffusion.png").exists()
+    assert "NaN" not in (tmp_path / "summary.json").read_text()
+
+
+def test_confidences_are_float32_in_bfloat16(checkpoints, arch_prompts):
+    """bf16 weights, fp32 confidences: log-probabilities come from the logits cast to float32."""
+    backend = load_backend(checkpoints["qwen2_5_vl"], batch_size=8, dtype="bfloat16")
+    assert backend.model.dtype == torch.bfloat16
+    prompt = arch_prompts[0]
+    trace = backend.generate([prompt], GREEDY)[0][0]
+    with torch.no_grad():
+        logits = backend.model(**backend._encode([prompt])).logits[0, -1]
+    in_fp32 = torch.log_softmax(logits.float(), -1).topk(20).values.numpy()
+    in_bf16 = torch.log_softmax(logits, -1).topk(20).values.float().numpy()
+    assert trace.top_logprobs.dtype == np.float32
+    np.testing.assert_allclose(trace.top_logprobs[0], in_fp32, atol=1e-5)
+    assert np.abs(in_bf16 - in_fp32).max() > 1e-4  # a bf16 softmax would be told apart
+
+
 def test_padded_rows_equal_rows_alone(checkpoints, arch_prompts):
     """Idefics3's crop stacks differ in length per image; a padded row's logits are the row's alone."""
     backend = load_backend(checkpoints["idefics3"], batch_size=8)

@@ -5,8 +5,12 @@ schemes, e.g. Qwen2.5-VL's M-RoPE), greedy at its level, with one logits process
 last step. That processor records the raw top-k log-probabilities and chooses each row's token: the
 argmax, or an inverse-CDF draw from the tempered / top-k / top-p distribution with a uniform from
 that row's own generator, seeded by (seed, prompt key, sample index). So a trace depends on its
-prompt and seed, not on which other prompts shared its batch. Generation settings are passed
-explicitly so that a checkpoint's own defaults (e.g. a repetition penalty) never touch the logits.
+prompt and seed, not on which other prompts shared its batch: exactly in float32; in bf16/fp16 the
+logits of different batch shapes differ by rounding, so an exact tie can break differently.
+Log-probabilities and confidences are computed in float32 from the logits whatever the model's
+dtype. Generation settings are passed explicitly so that a checkpoint's own defaults (e.g. a
+repetition penalty) never touch the logits. Per-image crop stacks of different lengths (Idefics3,
+SmolVLM) are padded with all-zero crops, which those models drop.
 
 Prompts are encoded one at a time by the processor and left-padded together, which also lets a
 continuation be appended for teacher-forced scoring. Rotary position embeddings are relative, so
