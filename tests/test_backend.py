@@ -104,3 +104,9 @@ def test_token_pieces_rebuild_the_text(tiny_backend):
         ids = tok(text, add_special_tokens=False)["input_ids"]
         pieces = tiny_backend.token_pieces(ids)
         assert len(pieces) == len(ids) and "".join(pieces) == text
+
+
+def test_score_of_an_empty_continuation(tiny_backend, prompts):
+    (trace,) = tiny_backend.score(prompts[:1], [[]])
+    assert trace.num_tokens == 0 and trace.tokens == [] and trace.logprob_source == "raw"
+    assert trace.top_logprobs.shape == (0, 20) and trace.finish_reason == "stop"

@@ -309,7 +309,7 @@ class TransformersBackend:
                 n = len(conts[i])
                 if n == 0:
                     out.append(Trace("", [], np.zeros(0, np.float32), np.zeros((0, top_logprobs), np.float32),
-                                     np.zeros((0, top_logprobs), np.int64), "stop", "raw"))
+                                     np.zeros((0, top_logprobs), np.int64), finish_reason="stop"))
                     continue
                 step_logp = logp[row, length - n - 1:length - 1]  # position t predicts token t+1
                 ids = torch.tensor(conts[i], device=step_logp.device)
