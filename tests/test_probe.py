@@ -69,6 +69,9 @@ def test_report_files(probe_run):
             assert im.width > 150 and im.height > 150
     md = (out / "summary.md").read_text()
     assert "over the answers the model gave (parsed answers)" in md and "| diffusion | 999 |" in md
+    p = summary["finding"]["shapes:test"]["parsed"]
+    if p["accuracy_drop"] > 0.05 and p["drop_ratio"] < 1:  # on these 12 questions: 1.0 -> 0.5, confidence up
+        assert "Perceptual bluntness holds here for the answer probability" in md
     assert "15 equal-width bins" in md
 
 

@@ -85,6 +85,11 @@ def finding_text(data: str, f: dict, cmap_info: dict | None) -> list[str]:
              f"bluntness ratio (confidence drop / accuracy drop) {ratio(p)}.", ""]
     if p["drop_ratio"] is not None and p["drop_ratio"] >= 1:
         lines += ["Here the finding does not hold: confidence fell at least as much as accuracy.", ""]
+    elif p["drop_ratio"] is not None and p["accuracy_drop"] > 0.05:
+        moved = (f"fell {p['drop_ratio']:.2f} times as much as their accuracy" if p["answer_prob_drop"] > 0 else
+                 f"did not fall at all (it rose {-100 * p['answer_prob_drop']:.1f} points) while their accuracy fell")
+        lines += ["Perceptual bluntness holds here for the answer probability: on the answers it still gives, the "
+                  f"model's confidence {moved}.", ""]
     lines += [f"Over all answers (an unparsed answer counted wrong at confidence 0): accuracy "
               f"{_f(al['accuracy'][0])} -> {_f(al['accuracy'][1])}, mean answer probability "
               f"{_f(al['answer_prob'][0])} -> {_f(al['answer_prob'][1])}, ratio {ratio(al)}. Unparsed answers went "
