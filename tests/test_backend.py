@@ -110,3 +110,16 @@ def test_score_of_an_empty_continuation(tiny_backend, prompts):
     (trace,) = tiny_backend.score(prompts[:1], [[]])
     assert trace.num_tokens == 0 and trace.tokens == [] and trace.logprob_source == "raw"
     assert trace.top_logprobs.shape == (0, 20) and trace.finish_reason == "stop"
+
+
+def test_sample_waves_are_nested(tiny_backend, prompts):
+    """Waves of samples: 4 from index 0 then 4 from index 4 are the 8 samples drawn at once."""
+    base = dict(temperature=3.0, seed=3, max_new_tokens=24)  # hot: the tiny model is peaked at T=1
+    whole = tiny_backend.generate(prompts[:3], SamplingParams(n=8, **base))
+    first = tiny_backend.generate(prompts[:3], SamplingParams(n=4, **base))
+    second = tiny_backend.generate(prompts[:3], SamplingParams(n=4, first_index=4, **base))
+    for w, a, b in zip(whole, first, second):
+        assert [t.token_ids for t in w] == [t.token_ids for t in a + b]
+    assert any([t.token_ids for t in a] != [t.token_ids for t in b] for a, b in zip(first, second))  # new samples
+    with pytest.raises(ValueError, match="first_index"):
+        SamplingParams(first_index=-1)

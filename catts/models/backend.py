@@ -9,7 +9,9 @@
   contexts at once (visual self-check contrasts the same prefix under two images).
 
 Sampling is seeded per (seed, prompt key, sample index), never by position in a batch, so the
-same seed gives the same traces whatever the batch size.
+same seed gives the same traces whatever the batch size. ``SamplingParams.first_index`` offsets the
+sample index, so samples can be drawn in waves: a wave of 8 from index 8 continues a wave of 8 from
+index 0, and the first 16 samples are the same however they were split into waves (nested N curves).
 """
 
 from __future__ import annotations
@@ -44,10 +46,13 @@ class SamplingParams:
     max_new_tokens: int = 256
     seed: int = 0
     top_logprobs: int = TOP_LOGPROBS
+    first_index: int = 0      # sample indices first_index .. first_index + n - 1: waves draw new samples
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1:
             raise ValueError("n and max_new_tokens must be >= 1")
+        if self.first_index < 0:
+            raise ValueError("first_index must be >= 0")
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise ValueError(f"invalid sampling parameters: {self}")
         if not 1 <= self.top_logprobs <= 100:

@@ -240,7 +240,8 @@ class TransformersBackend:
             enc = self._encode([prompts[i] for i, _ in batch_rows])
             generators = None
             if not params.greedy:
-                generators = [torch.Generator().manual_seed(sample_seed(params.seed, prompts[i].key, j))
+                generators = [torch.Generator().manual_seed(sample_seed(params.seed, prompts[i].key,
+                                                                        params.first_index + j))
                               for i, j in batch_rows]
             sampler = _RowSampler(params, generators)
             self.model.generate(**enc, generation_config=config, logits_processor=LogitsProcessorList([sampler]))
