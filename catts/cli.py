@@ -182,7 +182,8 @@ def eval_cmd(model: Model = "tiny",
         table.add_row(k, f"{v['accuracy']:.3f}", str(v["n"]))
     table.add_row("all", f"{s['accuracy']:.3f}", str(s["n"]))
     Console().print(table)
-    print(f"accuracy {s['accuracy']:.3f} over all answers, {s['accuracy_parsed']:.3f} over parsed answers; "
+    parsed = f"{s['accuracy_parsed']:.3f}" if s["n_parsed"] else "n/a (none parsed)"
+    print(f"accuracy {s['accuracy']:.3f} over all answers, {parsed} over parsed answers; "
           f"unparsed rate {s['unparsed_rate']:.3f}; {s['n_errors']} rows not answered (see summary.json); "
           f"written to {out}")
 

@@ -30,7 +30,7 @@ import numpy as np
 from catts.answers import answers_match, extract_answer
 from catts.confidence import trace_confidences
 from catts.confidence.answer import answer_probability, trace_probability
-from catts.data import Sample
+from catts.data import DataError, Sample
 from catts.data.image import fit_image
 from catts.jobs.progress import Progress
 from catts.jobs.rundir import RunDir
@@ -113,6 +113,8 @@ def _prepare(items: Sequence[Item], prepare: Callable[[Item], list]) -> list[tup
     for item in items:
         try:
             out.append((item, prepare(item)))
+        except DataError as e:  # its message already names the sample
+            out.append((item, str(e)))
         except Exception as e:  # noqa: BLE001 - any bad input is this sample's error, never the run's
             out.append((item, f"sample {item.sample.id!r}: {type(e).__name__}: {e}"))
     return out
