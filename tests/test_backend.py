@@ -123,3 +123,21 @@ def test_sample_waves_are_nested(tiny_backend, prompts):
     assert any([t.token_ids for t in a] != [t.token_ids for t in b] for a, b in zip(first, second))  # new samples
     with pytest.raises(ValueError, match="first_index"):
         SamplingParams(first_index=-1)
+
+
+def test_multi_turn_prompts(tiny_backend, prompts):
+    """The critic loop's shape: question, the model's answer, a critique; batched with single-turn prompts."""
+    first = prompts[0]
+    answer = tiny_backend.generate([first], SamplingParams(max_new_tokens=32))[0][0].text
+    follow = Prompt(first.images, first.text, key="again", turns=[("assistant", answer),
+                                                                   ("user", "Look again. Answer again in \\boxed{}.")])
+    text = tiny_backend.chat_text(follow)
+    assert text.count("<|user|>") == 2 and answer in text and text.endswith("<|assistant|>")
+    batch = [prompts[1], follow, prompts[2]]
+    together = tiny_backend.generate(batch, SamplingParams(max_new_tokens=16))
+    alone = [tiny_backend.generate([p], SamplingParams(max_new_tokens=16))[0] for p in batch]
+    assert [t[0].token_ids for t in together] == [t[0].token_ids for t in alone]
+    with pytest.raises(ValueError, match="alternate"):
+        Prompt(first.images, first.text, turns=[("user", "x")]).messages()
+    with pytest.raises(ValueError, match="drops system messages"):  # the tiny template has no system role
+        tiny_backend.chat_text(Prompt(first.images, first.text, system="You are a careful grader."))

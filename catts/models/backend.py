@@ -30,11 +30,31 @@ TOP_LOGPROBS = 20  # the cap of OpenAI-compatible servers' top_logprobs
 
 @dataclass
 class Prompt:
-    """One request: images, the user text (the backend applies the chat template) and a stable key."""
+    """One request: images, the user text (the backend applies the chat template) and a stable key.
+
+    Multi-turn: ``system`` is a system message before the first turn; ``turns`` are the (role, text)
+    turns after the first user turn (which holds the images and ``text``), alternating assistant and
+    user and ending with a user turn, e.g. the critic loop: the model's answer, then the critique with
+    "answer again".
+    """
 
     images: list[Image.Image]
     text: str
     key: str = ""  # e.g. the sample id; seeds sampling so results do not depend on batching
+    system: str | None = None
+    turns: Sequence[tuple[str, str]] = ()
+
+    def messages(self) -> list[dict]:
+        """The conversation in the chat-template form transformers and OpenAI-compatible servers take."""
+        roles = [role for role, _ in self.turns]
+        if roles and (roles != ["assistant", "user"] * (len(roles) // 2) or len(roles) % 2):
+            raise ValueError(f"prompt {self.key!r}: turns after the first must alternate assistant, user and end "
+                             f"with user, got {roles}")
+        msgs = [{"role": "system", "content": [{"type": "text", "text": self.system}]}] if self.system else []
+        msgs.append({"role": "user", "content": [{"type": "image"} for _ in self.images]
+                     + [{"type": "text", "text": self.text}]})
+        msgs += [{"role": role, "content": [{"type": "text", "text": text}]} for role, text in self.turns]
+        return msgs
 
 
 @dataclass(frozen=True)

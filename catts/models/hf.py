@@ -187,9 +187,12 @@ class TransformersBackend:
 
     # ---- encoding -------------------------------------------------------------------------
     def chat_text(self, prompt: Prompt) -> str:
-        content = [{"type": "image"} for _ in prompt.images] + [{"type": "text", "text": prompt.text}]
-        return self.processor.apply_chat_template([{"role": "user", "content": content}],
-                                                  add_generation_prompt=True, tokenize=False)
+        """The prompt through the model's chat template; a template that drops a system message is an error."""
+        text = self.processor.apply_chat_template(prompt.messages(), add_generation_prompt=True, tokenize=False)
+        if prompt.system and prompt.system not in text:
+            raise ValueError(f"{self.name}: its chat template drops system messages; put the instruction in the "
+                             "user text instead")
+        return text
 
     def _encode(self, prompts: Sequence[Prompt], suffixes: Sequence[Sequence[int]] | None = None) -> dict:
         """Encode each prompt alone, append its suffix ids, left-pad; other tensors are concatenated."""
