@@ -141,3 +141,23 @@ def test_multi_turn_prompts(tiny_backend, prompts):
         Prompt(first.images, first.text, turns=[("user", "x")]).messages()
     with pytest.raises(ValueError, match="drops system messages"):  # the tiny template has no system role
         tiny_backend.chat_text(Prompt(first.images, first.text, system="You are a careful grader."))
+
+
+def test_stop_strings_end_the_trace(tiny_backend, prompts):
+    params = SamplingParams(max_new_tokens=48)
+    full = tiny_backend.generate(prompts[:4], params)
+    stopped = tiny_backend.generate(prompts[:4], SamplingParams(max_new_tokens=48, stop=("\\boxed",)))
+    one_by_one = [tiny_backend.generate([p], SamplingParams(max_new_tokens=48, stop=("\\boxed",)))[0]
+                  for p in prompts[:4]]
+    cut = 0
+    for (f,), (s,), (o,) in zip(full, stopped, one_by_one):
+        assert s.token_ids == o.token_ids  # batch-independent
+        assert s.token_ids == f.token_ids[: s.num_tokens]  # a prefix of the unstopped trace, same log-probs
+        np.testing.assert_array_equal(s.logprobs, f.logprobs[: s.num_tokens])
+        if "\\boxed" in f.text:
+            assert s.text.endswith("\\boxed") and s.finish_reason == "stop" and s.num_tokens < f.num_tokens
+            assert "".join(s.tokens) == s.text
+            cut += 1
+    assert cut >= 3
+    with pytest.raises(ValueError, match="stop"):
+        SamplingParams(stop="\\boxed")

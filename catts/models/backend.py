@@ -67,12 +67,15 @@ class SamplingParams:
     seed: int = 0
     top_logprobs: int = TOP_LOGPROBS
     first_index: int = 0      # sample indices first_index .. first_index + n - 1: waves draw new samples
+    stop: tuple[str, ...] = ()  # end a trace at the token that completes any of these strings (kept in the trace)
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.max_new_tokens < 1:
             raise ValueError("n and max_new_tokens must be >= 1")
         if self.first_index < 0:
             raise ValueError("first_index must be >= 0")
+        if isinstance(self.stop, str) or not all(isinstance(x, str) and x for x in self.stop):
+            raise ValueError("stop must be a tuple of non-empty strings")
         if self.temperature < 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
             raise ValueError(f"invalid sampling parameters: {self}")
         if not 1 <= self.top_logprobs <= 100:

@@ -237,7 +237,8 @@ class TransformersBackend:
         config = GenerationConfig(
             max_new_tokens=params.max_new_tokens, do_sample=False, num_beams=1,
             repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
-            pad_token_id=self.pad_id, eos_token_id=self.eos_ids)
+            pad_token_id=self.pad_id, eos_token_id=self.eos_ids, stop_strings=list(params.stop) or None)
+        stop_kwargs = {"tokenizer": self.tokenizer} if params.stop else {}  # rows end early; _trace cuts exactly
         for chunk in self._chunks(len(rows)):
             batch_rows = [rows[r] for r in chunk]
             enc = self._encode([prompts[i] for i, _ in batch_rows])
@@ -247,12 +248,13 @@ class TransformersBackend:
                                                                         params.first_index + j))
                               for i, j in batch_rows]
             sampler = _RowSampler(params, generators)
-            self.model.generate(**enc, generation_config=config, logits_processor=LogitsProcessorList([sampler]))
+            self.model.generate(**enc, generation_config=config, logits_processor=LogitsProcessorList([sampler]),
+                                **stop_kwargs)
             for row, (i, _) in enumerate(batch_rows):
-                out[i].append(self._trace(sampler.steps, row))
+                out[i].append(self._trace(sampler.steps, row, params.stop))
         return out
 
-    def _trace(self, steps, row: int) -> Trace:
+    def _trace(self, steps, row: int, stop: Sequence[str] = ()) -> Trace:
         ids, lps, tops, top_ids = [], [], [], []
         finish = "length"
         for top_vals, top_idx, chosen, chosen_lp in steps:
@@ -264,13 +266,24 @@ class TransformersBackend:
             if tok in self.eos_ids:
                 finish = "stop"
                 break
+        pieces = self.token_pieces(ids)
+        if stop:  # the first token whose text completes a stop string ends the trace
+            text = ""
+            for k, piece in enumerate(pieces):
+                text += piece
+                if any(s in text[-(len(piece) + max(map(len, stop))):] for s in stop):
+                    ids, lps, tops, top_ids, pieces, finish = (ids[:k + 1], lps[:k + 1], tops[:k + 1],
+                                                               top_ids[:k + 1], pieces[:k + 1], "stop")
+                    break
         return self._make_trace(ids, np.array(lps, dtype=np.float32), np.stack(tops).astype(np.float32),
-                                np.stack(top_ids).astype(np.int64), finish)
+                                np.stack(top_ids).astype(np.int64), finish, pieces)
 
-    def _make_trace(self, ids: list[int], logprobs, top_logprobs, top_ids, finish: str) -> Trace:
+    def _make_trace(self, ids: list[int], logprobs, top_logprobs, top_ids, finish: str,
+                    pieces: list[str] | None = None) -> Trace:
         return Trace(text=self.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids, logprobs=logprobs,
                      top_logprobs=top_logprobs, top_ids=top_ids, finish_reason=finish,
-                     tokens=self.token_pieces(ids), top_tokens=TopPieces(top_ids, self._piece))
+                     tokens=self.token_pieces(ids) if pieces is None else pieces,
+                     top_tokens=TopPieces(top_ids, self._piece))
 
     def _piece(self, token_id: int) -> str:
         if token_id not in self._pieces:
