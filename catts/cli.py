@@ -173,7 +173,8 @@ def eval_cmd(model: Model = "tiny",
     backend, (samples, errors) = load_model_and(model, device, dtype, batch_size, max_pixels,
                                                 lambda: load_rows(data, limit or None))
     with console_progress(console) as progress:
-        s = evaluate(backend, samples, out, max_new_tokens=max_new_tokens, config={"data": data, "limit": limit or None},
+        s = evaluate(backend, samples, out, max_new_tokens=max_new_tokens,
+                     config={"data": data, "limit": limit or None},
                      load_errors=errors, progress=progress, overwrite=overwrite, batch=batch_size)
     table = Table(title=f"{model} on {data} (n={s['n']})")
     for col in ("question type", "accuracy", "n"):
@@ -237,7 +238,9 @@ def probe_cmd(
 
 @app.command("regrade")
 @clean_errors
-def regrade_cmd(run_dir: Annotated[Path, typer.Argument(help="A finished (or killed) eval or probe run folder.")]) -> None:
+def regrade_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished (or killed) eval or probe run folder.")],
+) -> None:
     """Re-extract and re-score RUN_DIR from its stored traces (no model): after a rule or confidence change."""
     from catts.jobs.regrade import regrade
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from catts.jobs.progress import LogProgress
-from catts.jobs.rundir import RunDir, dumps, load_traces, save_traces
+from catts.jobs.rundir import dumps, load_traces, save_traces
 from catts.jobs.summary import summarize
 from catts.models.backend import Trace
 

@@ -34,7 +34,8 @@ def test_summary_levels_hold_every_metric_over_both_scopes(probe_run):
             assert key in lv
         for name in ("answer_prob", "trace_prob", "c_mapped"):
             for scope in ("all", "parsed"):
-                assert {"ece", "mce", "brier", "auroc", "aurc", "smooth_ece", "n"} <= set(lv["calibration"][name][scope])
+                metrics = set(lv["calibration"][name][scope])
+                assert {"ece", "mce", "brier", "auroc", "aurc", "smooth_ece", "n"} <= metrics
         assert lv["ranking"]["mean"]["all"]["n"] == 12
         assert 0 <= lv["confidence"]["answer_prob"]["all"] <= lv["confidence"]["answer_prob"]["parsed"] or \
             lv["confidence"]["answer_prob"]["parsed"] is None
@@ -70,8 +71,8 @@ def test_report_files(probe_run):
     md = (out / "summary.md").read_text()
     assert "over the answers the model gave (parsed answers)" in md and "| diffusion | 999 |" in md
     p = summary["finding"]["shapes:test"]["parsed"]
-    if p["accuracy_drop"] > 0.05 and p["drop_ratio"] < 1:  # on these 12 questions: 1.0 -> 0.5, confidence up
-        assert "Perceptual bluntness holds here for the answer probability" in md
+    assert p["accuracy_drop"] > 0.05 and p["drop_ratio"] < 1  # on these 12 questions: 1.0 -> 0.5, confidence up
+    assert "Perceptual bluntness holds here for the answer probability" in md
     assert "15 equal-width bins" in md
 
 

@@ -87,14 +87,21 @@ def grade(trace: Trace, gold: str, answer_type: str, options: Sequence[str] = ()
             "logprob_source": trace.logprob_source, "text": trace.text}
 
 
+GRADED_FIELDS = ("prediction", "extraction", "unparsed_reason", "n_boxes", "answer_span", "correct", "confidence",
+                 "num_tokens", "finish_reason", "logprob_source", "text")
+
+
 def regrade_record(record: dict, trace: Trace, cmap=None) -> dict:
     """The record graded anew from its stored trace (extraction rules or confidences may have changed)."""
     kept = {k: v for k, v in record.items() if k not in GRADED_FIELDS}
     return kept | grade(trace, record["gold"], record["answer_type"], record.get("options") or (), cmap)
 
 
-GRADED_FIELDS = ("prediction", "extraction", "unparsed_reason", "n_boxes", "answer_span", "correct", "confidence",
-                 "num_tokens", "finish_reason", "logprob_source", "text")
+def regrade_records(records: list[dict], traces: dict[str, Trace], cmap_of: Callable[[dict], object] = lambda r: None
+                    ) -> list[dict]:
+    """Every record graded anew from its trace, in order; records without a trace (errors) as they are."""
+    return [regrade_record(r, traces[r["key"]], cmap_of(r)) if "error" not in r and r["key"] in traces else r
+            for r in records]
 
 
 class LoadImages:
@@ -127,7 +134,8 @@ def ask(backend: Backend, items: Sequence[Item], params: SamplingParams, run: Ru
     """Ask every item (greedy or sampled per ``params``), grade, and append records and traces to ``run``.
 
     ``prepare(item)`` returns the images to show (default: the sample's own, shrunk to the backend's
-    pixel guard; the probe's degrades them); it runs one chunk ahead on a worker thread. With ``params.n > 1`` a record holds the first trace (tts keeps its own records).
+    pixel guard; the probe's degrades them); it runs one chunk ahead on a worker thread. With
+    ``params.n > 1`` a record holds the first trace (tts keeps its own records).
     ``on_records`` is called with each chunk's records once they are appended.
     """
     progress = progress or Progress()

@@ -18,6 +18,7 @@ critical path. A killed run resumes; a run with another config is refused.
 
 from __future__ import annotations
 
+import json
 import multiprocessing
 import sys
 import threading
@@ -211,7 +212,8 @@ def finish_probe(run: RunDir, specs: list[str], sweeps: list[tuple[str, list[int
 
     levels = [level_summaries[(spec, kind, level)] for spec in specs for kind, lvls in sweeps for level in lvls]
     summary = {"n_bins": N_BINS, "levels": levels,
-               "finding": {spec: finding([lv for lv in levels if lv["data"] == spec], maps.get(spec)) for spec in specs},
+               "finding": {spec: finding([lv for lv in levels if lv["data"] == spec], maps.get(spec))
+                           for spec in specs},
                "confidence_maps": {spec: _map_info(maps.get(spec)) for spec in specs},
                "n_records": len(records), "errors": errors_of(records), "timing": timing}
     write_levels_csv(run.path / "levels.csv", levels)
@@ -222,27 +224,25 @@ def finish_probe(run: RunDir, specs: list[str], sweeps: list[tuple[str, list[int
 
 def regrade_probe(run: RunDir, records: list[dict]) -> dict:
     """Summary, figures and maps of a probe run from its (regraded) records; maps are refitted first."""
-    from catts.jobs.ask import regrade_record
+    from catts.jobs.ask import regrade_records
     from catts.report.figures import report_kind
 
     cfg = ProbeConfig(**{k: run.config[k] for k in ProbeConfig.__dataclass_fields__ if k in run.config})
     sweeps = cfg.sweeps()
     specs = list(cfg.data)
     traces = run.traces()
-    regraded = [regrade_record(r, traces[r["key"]]) if "error" not in r and r["key"] in traces else r
-                for r in records if r.get("split") == "map"]
-    maps = {spec: fit_map([r for r in regraded if r.get("data") == spec]) for spec in specs}
-    for r in records:
-        if r.get("split") != "map":
-            cmap = maps.get(r.get("data"))
-            regraded.append(regrade_record(r, traces[r["key"]], cmap) if "error" not in r and r["key"] in traces
-                            else r)
+    # the maps are refitted from the regraded map answers first; every record keeps its place
+    map_records = regrade_records([r for r in records if r.get("split") == "map"], traces)
+    maps = {spec: fit_map([r for r in map_records if r.get("data") == spec]) for spec in specs}
+    others = regrade_records([r for r in records if r.get("split") != "map"], traces, lambda r: maps.get(r.get("data")))
+    in_order = {"map": iter(map_records), "probe": iter(others)}
+    regraded = [next(in_order["map" if r.get("split") == "map" else "probe"]) for r in records]
     run.rewrite(regraded)
     level_summaries = {}
     for spec in specs:
         example = None
         try:
-            example = _example_image(load_data(spec)[:10], run.config.get("max_pixels"))
+            example = _example_image(load_data(spec, []), run.config.get("max_pixels"))
         except Exception:  # noqa: BLE001 - figures go without the image strip when the data is gone
             pass
         for kind, levels in sweeps:
@@ -255,8 +255,6 @@ def regrade_probe(run: RunDir, records: list[dict]) -> dict:
 
 def json_timing(run: RunDir) -> dict:
     """The timing of the run that produced the answers (a regrade calls no model)."""
-    import json
-
     try:
         return json.loads((run.path / "summary.json").read_text()).get("timing", {})
     except (OSError, ValueError):

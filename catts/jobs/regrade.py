@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from catts.jobs.ask import regrade_record
+from catts.jobs.ask import regrade_records
 from catts.jobs.rundir import CONFIG, RunDir
 
 
@@ -32,9 +32,7 @@ def regrade(out: str | Path) -> dict:
     if config.get("task") == "eval":
         from catts.jobs.eval import summarize_eval
 
-        traces = run.traces()
-        records = [regrade_record(r, traces[r["key"]]) if "error" not in r and r["key"] in traces else r
-                   for r in records]
+        records = regrade_records(records, run.traces())
         run.rewrite(records)
         summary = summarize_eval(records)
         run.write_summary(summary)

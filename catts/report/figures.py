@@ -121,7 +121,8 @@ def reliability_grid(path: Path, levels: list[tuple[dict, list[dict]]], kind: st
         draw_reliability_compact(ax, c, z, N_BINS, f"{kind} {lv['level']} (n={len(ok)})", "answer prob.")
     fig.suptitle(f"{data}: answer probability per level\n(parsed answers, {N_BINS} bins; grey: share of answers)",
                  fontsize=8)
-    fig.subplots_adjust(left=0.35 / width, right=1 - (width - 1.7 * cols - 0.35) / width, bottom=0.55 / (1.9 * rows + 0.5),
+    fig.subplots_adjust(left=0.35 / width, right=1 - (width - 1.7 * cols - 0.35) / width,
+                        bottom=0.55 / (1.9 * rows + 0.5),
                         top=1 - 0.6 / (1.9 * rows + 0.5), wspace=0.35, hspace=0.6)
     fig.savefig(path, format="png")
     return path

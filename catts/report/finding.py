@@ -148,7 +148,8 @@ def write_markdown(path: Path, summary: dict) -> Path:
         lines += [f"{n_err} input rows or samples could not be used; each is in summary.json (`errors`) and "
                   "results.jsonl with its reason.", ""]
     t = summary["timing"]
-    lines.append(f"Probe time {t['total_seconds']:.1f}s, of which {100 * t['overhead_share']:.1f}% outside model calls.")
+    lines.append(f"Probe time {t['total_seconds']:.1f}s, of which {100 * t['overhead_share']:.1f}% outside "
+                 "model calls.")
     path.write_text("\n".join(lines) + "\n")
     return path
 
