@@ -161,3 +161,122 @@ def test_stop_strings_end_the_trace(tiny_backend, prompts):
     assert cut >= 3
     with pytest.raises(ValueError, match="stop"):
         SamplingParams(stop="\\boxed")
+
+
+def test_score_candidates_run_the_prompt_once_and_match_score(tiny_backend, prompts):
+    greedy = tiny_backend.generate(prompts[:5], SamplingParams(max_new_tokens=48))
+    sampled = tiny_backend.generate(prompts[:5], SamplingParams(n=2, temperature=1.0, max_new_tokens=48, seed=2))
+    candidates = [[g[0], s[0].token_ids, s[1].text, "\\boxed{B}", [], g[0].token_ids[:1]]
+                  for g, s in zip(greedy, sampled)]
+    small = load_backend("tiny", batch_size=4)  # 6 candidates a prompt: more rows than a batch
+    calls = []
+    small.model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append((kwargs.get("pixel_values") is not None, len(kwargs["input_ids"]))),
+        with_kwargs=True)
+    together = small.score_candidates(prompts[:5], candidates)
+    assert [rows for images, rows in calls if images] == [4, 1]  # each prompt (and image) runs once
+    assert all(rows <= 4 for images, rows in calls if not images) and len(calls) > 2
+    flat = [(p, c) for p, cands in zip(prompts[:5], candidates) for c in cands]
+    one_by_one = tiny_backend.score([p for p, _ in flat], [c for _, c in flat])
+    assert [len(ts) for ts in together] == [6] * 5
+    for a, b in zip([t for ts in together for t in ts], one_by_one, strict=True):
+        assert a.token_ids == b.token_ids and a.finish_reason == b.finish_reason
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+        np.testing.assert_allclose(a.top_logprobs, b.top_logprobs, atol=1e-4)
+        assert list(a.top_ids[:, 0]) == list(b.top_ids[:, 0])
+    for g, ts in zip(greedy, together):  # the generated trace scored after a cached prompt: its own log-probs
+        np.testing.assert_allclose(ts[0].logprobs, g[0].logprobs, atol=1e-4)
+
+
+def test_text_is_scored_with_its_end_token(tiny_backend, prompts):
+    greedy = tiny_backend.generate(prompts[:4], SamplingParams(max_new_tokens=48))
+    ended = [g[0] for g in greedy if g[0].finish_reason == "stop"]
+    assert ended and tiny_backend.end_id in tiny_backend.eos_ids
+    scored = tiny_backend.score(prompts[:len(ended)], [t.text for t in ended])
+    for t, s in zip(ended, scored):  # the complete answer: the same tokens as generated, end token included
+        assert s.token_ids == t.token_ids and s.token_ids[-1] == tiny_backend.end_id and s.finish_reason == "stop"
+        np.testing.assert_allclose(s.logprobs, t.logprobs, atol=1e-4)
+    bare = tiny_backend.score(prompts[:1], [ended[0].text], add_end=False)[0]
+    assert bare.token_ids == ended[0].token_ids[:-1] and bare.finish_reason == "length"
+
+
+def test_token_ids_of_another_vocabulary_are_refused(tiny_backend, prompts):
+    expert = load_backend("tiny-expert", batch_size=8)
+    assert expert.vocab_fingerprint != tiny_backend.vocab_fingerprint
+    (trace,), = tiny_backend.generate(prompts[:1], SamplingParams(max_new_tokens=32))
+    assert trace.meta["vocab"] == tiny_backend.vocab_fingerprint
+    same = tiny_backend.score(prompts[:1], [trace])[0]
+    assert same.token_ids == trace.token_ids and same.meta["vocab"] == tiny_backend.vocab_fingerprint
+    with pytest.raises(ValueError, match="pass its text"):
+        expert.score(prompts[:1], [trace])
+    with pytest.raises(ValueError, match="pass its text"):
+        expert.score_candidates(prompts[:1], [[trace.text, trace]])
+    across = expert.score(prompts[:1], [trace.text])[0]  # the text is the way across vocabularies
+    assert across.meta["vocab"] == expert.vocab_fingerprint and across.token_ids[-1] == expert.end_id
+    with pytest.raises(ValueError, match="out of its vocabulary"):
+        tiny_backend.score(prompts[:1], [[5, tiny_backend.vocab_size]])
+    with pytest.raises(ValueError, match="out of its vocabulary"):
+        tiny_backend.score_candidates(prompts[:1], [[[-1]]])
+
+
+def test_probe_levels_sample_with_their_own_keys(tiny_backend, shapes_test, tmp_path):
+    """Every degradation level of a question is its own prompt key (the record key), so sampling at two
+    levels draws from two streams; greedy answers do not depend on the key."""
+    from catts.jobs.ask import Item, ask
+    from catts.jobs.probe import ProbeConfig, _Prepare, record_key
+    from catts.jobs.rundir import RunDir
+
+    class Recorder:
+        def __init__(self, inner):
+            self.inner, self.max_pixels, self.keys = inner, inner.max_pixels, []
+
+        def generate(self, prompts, params):
+            self.keys += [p.key for p in prompts]
+            return self.inner.generate(prompts, params)
+
+    sample = shapes_test[0]
+    items = [Item(sample, record_key("shapes:test", sample.id, "diffusion", level),
+                  {"data": "shapes:test", "kind": "diffusion", "level": level}) for level in (0, 1)]
+    recorder = Recorder(tiny_backend)
+    params = SamplingParams(n=4, temperature=3.0, max_new_tokens=16, seed=0)
+    ask(recorder, items, params, RunDir(tmp_path / "run", {"task": "test"}),
+        prepare=_Prepare(ProbeConfig(), tiny_backend.max_pixels))
+    assert recorder.keys == [it.key for it in items] and len(set(recorder.keys)) == 2
+    assert sample_seed(0, recorder.keys[0], 0) != sample_seed(0, recorder.keys[1], 0)
+    # one image under both keys: the key alone gives other samples, and the same greedy answer
+    image = _Prepare(ProbeConfig(), tiny_backend.max_pixels)(items[0])
+    same_image = [to_prompt(sample, image, it.key) for it in items]
+    both = tiny_backend.generate(same_image, params)
+    assert [t.token_ids for t in both[0]] != [t.token_ids for t in both[1]]
+    greedy = tiny_backend.generate(same_image, SamplingParams(max_new_tokens=16))
+    assert greedy[0][0].token_ids == greedy[1][0].token_ids
+
+
+@pytest.mark.parametrize("arch", ["gemma3", "idefics3", "qwen2_5_vl", "smolvlm"])
+def test_score_candidates_on_other_architectures(arch, tmp_path):
+    """The cached prompt pass on the tiny random stock checkpoints: Gemma3 (sliding-window layers), Idefics3 /
+    SmolVLM (crops), Qwen2.5-VL (multimodal RoPE: text positions after the prompt need its rope deltas; a
+    batch of text-only prompts after one with images must not reuse them)."""
+    import torch
+
+    from catts.models.tiny.random import build
+
+    torch.set_num_threads(1)
+    backend = load_backend(build(arch, tmp_path / arch), batch_size=3)
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+              for w, h in [(64, 64), (96, 48), (40, 80)]]
+    arch_prompts = ([Prompt([im], f"What color is it? ({i})", key=f"p{i}") for i, im in enumerate(images)]
+                    + [Prompt([], f"What is {i} + 3?", key=f"t{i}") for i in range(3)])
+    traces = backend.generate(arch_prompts, SamplingParams(n=3, temperature=1.0, max_new_tokens=8, seed=0))
+    # a random model samples image placeholder tokens too, which ``score`` would take for image slots
+    slots = {getattr(backend.processor, name, None) for name in ("image_token_id", "video_token_id")}
+    candidates = [[t for t in ts if not slots & set(t.token_ids)] + [ts[0].token_ids[:2], "red"] for ts in traces]
+    assert sum(len(c) for c in candidates) >= 20
+    together = backend.score_candidates(arch_prompts, candidates)
+    flat = [(p, c) for p, cands in zip(arch_prompts, candidates) for c in cands]
+    one_by_one = backend.score([p for p, _ in flat], [c for _, c in flat])
+    for a, b in zip([t for ts in together for t in ts], one_by_one, strict=True):
+        assert a.token_ids == b.token_ids
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
+        np.testing.assert_allclose(a.top_logprobs, b.top_logprobs, atol=1e-4)

@@ -5,8 +5,29 @@
   (before temperature / top-k / top-p; every trace says so in ``logprob_source``).
 - ``score``: teacher-forced log-probabilities of given continuations (expert likelihood voting,
   CDRL's confidence of one completion under a noisy image).
+- ``score_candidates``: the same for many continuations of one prompt, the prompt encoded and run
+  once (expert likelihood voting over the distinct candidate answers).
 - ``next_token_logprobs``: the full next-token distribution after a given prefix, for several
-  contexts at once (visual self-check contrasts the same prefix under two images).
+  contexts at once.
+- ``contrastive_generate``: greedy contrastive decoding between two images of one prompt (the visual
+  self-check, spec section 6), ``capabilities.contrastive`` says how exactly.
+
+Contrastive decoding. With i the original image and i' its noised copy, step t scores every token v
+
+    score_t(v) = (1 + a) log p(v | y<t, i, q) - a log p(v | y<t, i', q)
+                 if p(v | y<t, i, q) >= b max_u p(u | y<t, i, q), else -inf  (plausibility cut)
+
+and takes y_t = argmax_v score_t(v) (a = 0.5, b = 0.1). ``"exact"``: a backend with full per-step
+distributions of both contexts (transformers). ``"approx"``: a backend that only sees the top k
+(= 20) log-probabilities of each context per step (OpenAI-compatible servers) combines the two lists
+over their union (``catts.models.contrastive.approx_contrastive_step``): the cut's maximum is the
+original list's top-1 (exact); a token missing from the noised list gets the noised list's k-th
+log-probability, an upper bound of its true one, so its score is a lower bound; a token missing
+from the original list is dropped (its p is unknown, and below the cut whenever the original k-th
+is). Traces record which in ``meta["contrastive"]``.
+
+Token ids belong to one vocabulary: a backend with ids names its vocabulary by a short fingerprint
+(``vocab_fingerprint``, in every trace's ``meta["vocab"]``), and ``score`` refuses a trace of another.
 
 Sampling is seeded per (seed, prompt key, sample index), never by position in a batch, so the
 same seed gives the same traces whatever the batch size. ``SamplingParams.first_index`` offsets the
@@ -132,20 +153,78 @@ class Trace:
         return len(self.token_ids)
 
 
+@dataclass(frozen=True)
+class ContrastiveParams:
+    """Greedy contrastive decoding (see the module docstring): ``alpha`` = a, ``beta`` = b."""
+
+    alpha: float = 0.5
+    beta: float = 0.1
+    max_new_tokens: int = 256
+    stop: tuple[str, ...] = ()  # as SamplingParams.stop
+    top_logprobs: int = TOP_LOGPROBS
+
+    def __post_init__(self) -> None:
+        if self.alpha < 0 or not 0 <= self.beta <= 1:
+            raise ValueError(f"contrastive decoding needs alpha >= 0 and 0 <= beta <= 1, got {self}")
+        if self.max_new_tokens < 1 or not 1 <= self.top_logprobs <= 100:
+            raise ValueError("max_new_tokens must be >= 1 and top_logprobs in 1..100")
+        if isinstance(self.stop, str) or not all(isinstance(x, str) and x for x in self.stop):
+            raise ValueError("stop must be a tuple of non-empty strings")
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do, and how exactly, so a job can say so in its records.
+
+    ``contrastive``: "exact" (full distributions of both contexts), "approx" (top-k lists only) or
+    "none". ``full_distribution``: ``next_token_logprobs`` returns every token's log-probability.
+    ``prefix_cache``: ``score_candidates`` runs each prompt once (else once per candidate).
+    """
+
+    contrastive: str = "none"
+    full_distribution: bool = False
+    prefix_cache: bool = False
+
+    def __post_init__(self) -> None:
+        if self.contrastive not in ("exact", "approx", "none"):
+            raise ValueError(f"contrastive must be exact, approx or none, got {self.contrastive!r}")
+
+
 @runtime_checkable
 class Backend(Protocol):
     name: str
+    capabilities: Capabilities
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Trace]]:
         """``params.n`` traces for each prompt, in prompt order."""
         ...
 
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[int] | str]) -> list[Trace]:
-        """Teacher-forced log-probabilities of each continuation (token ids or text) after its prompt."""
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[int] | str | Trace],
+              add_end: bool = True) -> list[Trace]:
+        """Teacher-forced log-probabilities of each continuation after its prompt.
+
+        A continuation is token ids (scored as they are), text (tokenised, with the model's end token
+        appended when ``add_end``: the likelihood of a complete answer) or a Trace of the same vocabulary.
+        """
+        ...
+
+    def score_candidates(self, prompts: Sequence[Prompt],
+                         candidates: Sequence[Sequence[Sequence[int] | str | Trace]],
+                         add_end: bool = True) -> list[list[Trace]]:
+        """``score`` of every candidate of each prompt: ``[score([p] * n, cands) for p, cands in ...]``."""
         ...
 
     def next_token_logprobs(self, prompts: Sequence[Prompt], prefixes: Sequence[Sequence[int]]) -> np.ndarray:
         """[B, V] log-probabilities of the next token after each prompt + prefix."""
+        ...
+
+    def contrastive_generate(self, prompts: Sequence[Prompt], noised: Sequence[Prompt],
+                             params: ContrastiveParams) -> list[Trace]:
+        """One greedy contrastive trace per prompt against its ``noised`` twin (same text, noised image).
+
+        Its ``logprobs`` / ``top_logprobs`` are the raw original-image distribution's, ``meta`` holds
+        ``contrastive`` ("exact" or "approx") and ``contrastive_scores`` (score_t of each chosen token).
+        """
         ...
 
 

@@ -15,6 +15,11 @@ SmolVLM) are padded with all-zero crops, which those models drop.
 Prompts are encoded one at a time by the processor and left-padded together, which also lets a
 continuation be appended for teacher-forced scoring. Rotary position embeddings are relative, so
 left padding shifts no attention score.
+
+Contrastive decoding (``contrastive_generate``) is one ``model.generate`` over paired rows, the
+prompt with the original image and with the noised one, ``catts.models.contrastive.PairContrast``
+choosing each pair's token from both rows' distributions. Teacher forcing (``score``,
+``score_candidates``, ``next_token_logprobs``) lives in ``catts.models.hf_score``.
 """
 
 from __future__ import annotations
@@ -29,7 +34,10 @@ import torch
 from transformers import (AutoModelForImageTextToText, AutoProcessor, GenerationConfig, LogitsProcessor,
                           LogitsProcessorList)
 
-from catts.models.backend import Prompt, SamplingParams, TopPieces, Trace, fit_image, sample_seed
+from catts.models.backend import (Capabilities, ContrastiveParams, Prompt, SamplingParams, TopPieces, Trace, fit_image,
+                                  sample_seed)
+from catts.models.contrastive import PairContrast
+from catts.models.hf_score import TeacherForcing
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICE_PATTERN = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
@@ -140,8 +148,10 @@ def _missing_package(path: Path, error: ImportError) -> str:
     return f"{path}: its processor needs {name or 'a package'} that is not installed; {hint}. ({text.splitlines()[0]})"
 
 
-class TransformersBackend:
+class TransformersBackend(TeacherForcing):
     """Local model through transformers. ``model`` is a folder or an embedded name (``tiny``, ``tiny-expert``)."""
+
+    capabilities = Capabilities(contrastive="exact", full_distribution=True, prefix_cache=True)
 
     def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
                  max_pixels: int | None = 1024 * 1024, attn_implementation: str | None = None):
@@ -170,6 +180,7 @@ class TransformersBackend:
         self.eos_ids = self._eos_ids()
         self._pieces: dict[int, str] = {}
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self._setup_scoring()
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
@@ -234,11 +245,7 @@ class TransformersBackend:
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Trace]]:
         rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
         out: list[list[Trace]] = [[] for _ in prompts]
-        config = GenerationConfig(
-            max_new_tokens=params.max_new_tokens, do_sample=False, num_beams=1,
-            repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
-            pad_token_id=self.pad_id, eos_token_id=self.eos_ids, stop_strings=list(params.stop) or None)
-        stop_kwargs = {"tokenizer": self.tokenizer} if params.stop else {}  # rows end early; _trace cuts exactly
+        config, stop_kwargs = self._generation_config(params.max_new_tokens, params.stop)
         for chunk in self._chunks(len(rows)):
             batch_rows = [rows[r] for r in chunk]
             enc = self._encode([prompts[i] for i, _ in batch_rows])
@@ -252,6 +259,39 @@ class TransformersBackend:
                                 **stop_kwargs)
             for row, (i, _) in enumerate(batch_rows):
                 out[i].append(self._trace(sampler.steps, row, params.stop))
+        return out
+
+    def _generation_config(self, max_new_tokens: int, stop: Sequence[str]) -> tuple[GenerationConfig, dict]:
+        """Greedy at transformers' level (our processor chooses), none of the checkpoint's defaults."""
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
+            repetition_penalty=1.0, no_repeat_ngram_size=0, min_new_tokens=0,
+            pad_token_id=self.pad_id, eos_token_id=self.eos_ids, stop_strings=list(stop) or None)
+        return config, ({"tokenizer": self.tokenizer} if stop else {})  # rows end early; _trace cuts exactly
+
+    @torch.no_grad()
+    def contrastive_generate(self, prompts: Sequence[Prompt], noised: Sequence[Prompt],
+                             params: ContrastiveParams) -> list[Trace]:
+        """Greedy contrastive decoding of each prompt against its noised twin, exact (see the module docstring).
+
+        ``batch_size`` counts rows, so a call holds ``max(1, batch_size // 2)`` pairs.
+        """
+        if len(prompts) != len(noised):
+            raise ValueError(f"{len(prompts)} prompts but {len(noised)} noised prompts")
+        config, stop_kwargs = self._generation_config(params.max_new_tokens, params.stop)
+        pairs = max(1, self.batch_size // 2)
+        out = []
+        for start in range(0, len(prompts), pairs):
+            chunk = range(start, min(len(prompts), start + pairs))
+            enc = self._encode([q for i in chunk for q in (prompts[i], noised[i])])
+            contrast = PairContrast(params)
+            self.model.generate(**enc, generation_config=config, logits_processor=LogitsProcessorList([contrast]),
+                                **stop_kwargs)
+            for k in range(len(chunk)):
+                trace = self._trace(contrast.steps, k, params.stop)
+                trace.meta.update(contrastive="exact", alpha=params.alpha, beta=params.beta,
+                                  contrastive_scores=[float(s[k]) for s in contrast.scores[:trace.num_tokens]])
+                out.append(trace)
         return out
 
     def _trace(self, steps, row: int, stop: Sequence[str] = ()) -> Trace:
@@ -283,7 +323,7 @@ class TransformersBackend:
         return Trace(text=self.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids, logprobs=logprobs,
                      top_logprobs=top_logprobs, top_ids=top_ids, finish_reason=finish,
                      tokens=self.token_pieces(ids) if pieces is None else pieces,
-                     top_tokens=TopPieces(top_ids, self._piece))
+                     top_tokens=TopPieces(top_ids, self._piece), meta={"vocab": self.vocab_fingerprint})
 
     def _piece(self, token_id: int) -> str:
         if token_id not in self._pieces:
@@ -311,35 +351,3 @@ class TransformersBackend:
             pieces.append(after[len(before):] if after.startswith(before) else after)
             pending_from = None
         return pieces
-
-    @torch.no_grad()
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[Sequence[int] | str],
-              top_logprobs: int = 20) -> list[Trace]:
-        conts = [self.tokenizer(c, add_special_tokens=False)["input_ids"] if isinstance(c, str) else list(c)
-                 for c in continuations]
-        out = []
-        for chunk in self._chunks(len(prompts)):
-            enc = self._encode([prompts[i] for i in chunk], [conts[i] for i in chunk])
-            logp = torch.log_softmax(self.model(**enc).logits.float(), dim=-1)
-            length = enc["input_ids"].shape[1]
-            for row, i in enumerate(chunk):
-                n = len(conts[i])
-                if n == 0:
-                    out.append(Trace("", [], np.zeros(0, np.float32), np.zeros((0, top_logprobs), np.float32),
-                                     np.zeros((0, top_logprobs), np.int64), finish_reason="stop"))
-                    continue
-                step_logp = logp[row, length - n - 1:length - 1]  # position t predicts token t+1
-                ids = torch.tensor(conts[i], device=step_logp.device)
-                vals, idx = step_logp.topk(top_logprobs, dim=-1)
-                out.append(self._make_trace(conts[i], step_logp.gather(1, ids[:, None])[:, 0].cpu().numpy(),
-                                            vals.cpu().numpy(), idx.cpu().numpy(),
-                                            "stop" if conts[i][-1] in self.eos_ids else "length"))
-        return out
-
-    @torch.no_grad()
-    def next_token_logprobs(self, prompts: Sequence[Prompt], prefixes: Sequence[Sequence[int]]) -> np.ndarray:
-        rows = []
-        for chunk in self._chunks(len(prompts)):
-            enc = self._encode([prompts[i] for i in chunk], [prefixes[i] for i in chunk])
-            rows.append(torch.log_softmax(self.model(**enc).logits[:, -1].float(), dim=-1).cpu())
-        return torch.cat(rows).numpy()
