@@ -13,10 +13,13 @@ from catts.perception.degrade import degrade
 
 @pytest.fixture(scope="module")
 def pairs(shapes_test, easyvqa_test):
+    """As CA-TTS's self-check meets them: an image the model sees (here diffusion-noised at t = 571, where
+    the tiny model is unsure), and its noised copy at t = 500."""
     samples = list(shapes_test[:5]) + list(easyvqa_test[:3])
-    noised = [to_prompt(s, [degrade(im, "diffusion", 500, seed=0, key=s.id) for im in s.load_images()])
-              for s in samples]
-    return [to_prompt(s) for s in samples], noised
+    seen = [[degrade(im, "diffusion", 571, seed=0, key=s.id) for im in s.load_images()] for s in samples]
+    noised = [to_prompt(s, [degrade(im, "diffusion", 500, seed=1, key=s.id) for im in ims])
+              for s, ims in zip(samples, seen)]
+    return [to_prompt(s, ims) for s, ims in zip(samples, seen)], noised
 
 
 def _same(fast, slow, steps=None):
@@ -28,7 +31,7 @@ def _same(fast, slow, steps=None):
         np.testing.assert_allclose(f.top_logprobs[:steps], s.top_logprobs[:steps], atol=1e-4)
 
 
-@pytest.mark.parametrize("alpha", [0.5, 1.0])  # at 1.0 the first shapes question leaves greedy's path
+@pytest.mark.parametrize("alpha", [0.5, 1.0])
 def test_fast_path_equals_the_reference(tiny_backend, pairs, alpha):
     prompts, noised = pairs
     params = ContrastiveParams(alpha=alpha, max_new_tokens=14)
