@@ -236,6 +236,78 @@ def probe_cmd(
     print(f"written to {out}")
 
 
+@app.command("tts")
+@clean_errors
+def tts_cmd(
+    model: Model = "tiny",
+    expert: Annotated[str, typer.Option(help="The voter, critic and planner: an embedded model, a local model "
+                                             "folder, or 'base' (the base model itself).")] = "tiny-expert",
+    data: Annotated[Optional[list[str]], typer.Option(help="NAME:SPLIT or a .jsonl/.tsv file; repeatable. "
+                                                      "Default: easyvqa:test and shapes:test.")] = None,
+    degrade: Annotated[Optional[list[str]], typer.Option(
+        help="KIND:LEVELS the questions are asked at (the probe's grammar), repeatable. "
+             "Default: diffusion:0,285,571,856.")] = None,
+    limit: Limit = 100,
+    n: Annotated[int, typer.Option(min=1, help="Self-consistency samples per question.")] = 8,
+    modules: Annotated[str, typer.Option(help="Comma-separated CA-TTS modules: self-consistency, reflection, "
+                                              "self-check.")] = "self-consistency,reflection,self-check",
+    voter: Annotated[str, typer.Option(help="likelihood (a local expert's likelihood of each candidate) or "
+                                            "generative (a JSON array of probabilities).")] = "likelihood",
+    weight: Annotated[str, typer.Option(help="Internal-vote weight: mean (C, the paper's), answer_prob or "
+                                             "trace_prob.")] = "mean",
+    planner: Annotated[bool, typer.Option(help="Let the expert order the modules.")] = True,
+    scaling: Annotated[str, typer.Option(help="Comma-separated N to measure every method at, e.g. 1,2,4,8,16,32 "
+                                              "(samples are nested: the first 8 of 32 are the N = 8 ones).")] = "",
+    gate_threshold: Annotated[float, typer.Option(help="Gated CA-TTS: stop sampling, and skip reflection and "
+                                                       "self-check, once the leader's share reaches this.")] = 0.9,
+    gate_wave: Annotated[int, typer.Option(min=1, help="Gated CA-TTS: samples per wave.")] = 2,
+    check_level: Annotated[int, typer.Option(help="Diffusion t of the self-check's noised copy.")] = 500,
+    ablations: Annotated[bool, typer.Option(help="Also measure every module subset, expert = base and the three "
+                                                 "vote weights.")] = True,
+    seed: Annotated[int, typer.Option(help="Seed of sampling and degradation noise.")] = 0,
+    out: Out = Path("runs/tts"), overwrite: Overwrite = False, batch_size: BatchSize = 64,
+    max_new_tokens: MaxNewTokens = 128, device: Device = "auto", dtype: DtypeOpt = Dtype.auto,
+    max_pixels: MaxPixels = 1024 * 1024,
+) -> None:
+    """Confidence-aware test-time scaling: CA-TTS against pass@1, majority, DeepConf and best-of-N on the same samples."""
+    from catts.jobs.probe import Dataset
+    from catts.jobs.progress import console_progress
+    from catts.jobs.rundir import check_resumable
+    from catts.jobs.tts import DEFAULT_DATA, DEFAULT_DEGRADE, TTSConfig, run_tts, tts_identity
+    from catts.models import load_backend
+
+    try:
+        steps = [int(x) for x in scaling.split(",") if x.strip()]
+    except ValueError:
+        raise UsageError(f"--scaling {scaling!r}: expected comma-separated integers, e.g. 1,2,4,8") from None
+    cfg = TTSConfig(model=model, expert=expert, data=list(data or DEFAULT_DATA),
+                    degrade=list(degrade or DEFAULT_DEGRADE), limit=limit or None, n=n,
+                    modules=[m.strip() for m in modules.split(",") if m.strip()], planner=planner, voter=voter,
+                    weight=weight, scaling=steps, gate_threshold=gate_threshold, gate_wave=gate_wave,
+                    check_level=check_level, ablations=ablations, seed=seed)
+    cfg.tokens = type(cfg.tokens)(base=max_new_tokens)
+    for spec in cfg.data:
+        check_data_spec(spec)
+    cfg.validate()
+    ident = check_model(model, device, dtype, max_pixels)
+    expert_ident = None if expert == "base" else check_model(expert, device, dtype, max_pixels)
+    identity = tts_identity(cfg, ident, expert_ident)
+    if not overwrite:
+        check_resumable(out, identity)
+    backend, loaded = load_model_and(model, device, dtype, batch_size, max_pixels,
+                                     lambda: [(spec, *load_rows(spec, cfg.limit)) for spec in cfg.data])
+    experts = {"expert": backend}
+    if expert != "base":
+        with console.status(f"loading {expert}"):
+            experts = {"expert": load_backend(expert, device=device, dtype=dtype.value, batch_size=batch_size,
+                                              max_pixels=max_pixels), "base": backend}
+    datasets = [Dataset(spec, samples, errors) for spec, samples, errors in loaded]
+    with console_progress(console) as progress:
+        run_tts(backend, experts, cfg, out, datasets, progress=progress, overwrite=overwrite, identity=identity)
+    sys.stdout.write((out / "summary.md").read_text())
+    print(f"written to {out}")
+
+
 @app.command("regrade")
 @clean_errors
 def regrade_cmd(
