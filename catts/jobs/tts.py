@@ -118,7 +118,7 @@ def schedules(cfg: TTSConfig, experts: Sequence[str]) -> dict[str, dict]:
                 out["ablations"][name] = Schedule(cfg.n, "expert", frozenset(subset), weight=cfg.weight,
                                                   use_plan=cfg.planner, voter_mode=cfg.voter, taus=tuple(cfg.taus))
         out["ablations"]["sc (no voter)"] = Schedule(cfg.n, "expert", frozenset({"self-consistency"}), voter=False,
-                                                     weight=cfg.weight)
+                                                     weight=cfg.weight, use_plan=False)
         if "base" in experts:
             out["ablations"]["ca-tts, expert = base"] = Schedule(cfg.n, "base", mods, weight=cfg.weight,
                                                                  use_plan=cfg.planner, voter_mode=cfg.voter,
@@ -136,9 +136,11 @@ class Runner:
     """Runs the modules for chunks of questions and computes every method's outcome."""
 
     def __init__(self, base: Backend, experts: dict[str, Backend], cfg: TTSConfig):
-        self.base, self.experts, self.cfg = base, experts, cfg
+        self.base, self.cfg = base, cfg
         self.timer: Counter = Counter()
         self.table = schedules(cfg, list(experts))
+        used = {s.expert for entries in self.table.values() for s in entries.values()}
+        self.experts = {k: v for k, v in experts.items() if k in used}  # no base-as-expert work without ablations
 
     def modules(self, qs: list[M.Question], progress: Progress, done: int, total: int) -> None:
         cfg, t = self.cfg, self.timer

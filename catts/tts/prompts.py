@@ -116,7 +116,7 @@ def parse_probabilities(reply: str, n: int) -> list[float] | None:
                for v in values):
         return None
     total = float(sum(values))
-    if total <= 0:
+    if not 0 < total < float("inf"):
         return None
     return [float(v) / total for v in values]
 

@@ -126,11 +126,34 @@ def run_schedule(q: Question, s: Schedule) -> Outcome | Needs:
                    {"leader": leader, "reflect": reflect_answer, "check": check_answer, "voter_ok": voter_ok})
 
 
+def gate_confidence(q: Question, expert: str, v_int: dict, voter: dict | None, leader: str | None,
+                    mode: str, tau1: float) -> float:
+    """The gate's confidence in the leader: ``(V_int[lead] + tau1 p_lead) / (1 + tau1)``.
+
+    ``p_lead`` is the expert's own probability of the leader's boxed answer (exp of its teacher-forced
+    log-likelihood after the direct-answer prompt), not its share among the candidates: with one
+    distinct candidate a share is 1 whatever the expert thinks, and the gate would never fire where the
+    base model is consistently wrong. A generative voter gives no such probability; its share is used.
+    A failed voter leaves ``V_int[lead]`` alone.
+    """
+    if leader is None:
+        return 0.0
+    own = v_int.get(leader, 0.0)
+    if mode == "likelihood" and leader in q.loglik.get(expert, {}):
+        p = math.exp(q.loglik[expert][leader])
+    elif voter is not None:
+        p = voter.get(leader, 0.0)
+    else:
+        return own
+    return (own + tau1 * p) / (1 + tau1)
+
+
 def run_gated(q: Question, n: int, expert: str, threshold: float, wave: int = 2, weight: str = "mean",
               voter_mode: str = "likelihood", taus: tuple = (0.5, 0.5, 0.5)) -> Outcome | Needs:
-    """Confidence-gated CA-TTS (spec section 7): samples in waves of ``wave`` until the leader's share of the
-    vote so far (internal vote plus the expert's vote, ``(V_int[k] + tau1 c_k) / (1 + tau1)``) reaches
-    ``threshold`` or N samples are drawn; reflection and self-check run only when that share is below it."""
+    """Confidence-gated CA-TTS (spec section 7): samples in waves of ``wave`` until the gate's confidence in
+    the leader of the vote so far (``gate_confidence``) reaches ``threshold`` or N samples are drawn;
+    reflection and self-check run only when it is below the threshold. The default module order, no
+    planner."""
     needs = Needs()
     tokens = calls = 0
     k, share, v_int, voter = 0, 0.0, {}, None
@@ -143,7 +166,7 @@ def run_gated(q: Question, n: int, expert: str, threshold: float, wave: int = 2,
         if needs:
             return needs
         vote = final_vote(v_int, voter, None, None, taus)
-        share = vote.confidence
+        share = gate_confidence(q, expert, v_int, voter, vote.answer, voter_mode, taus[0])
         if share >= threshold:
             break
     tokens, calls = tokens + _sc_tokens(q, k), calls + min(k, len(q.samples))
@@ -163,7 +186,7 @@ def run_gated(q: Question, n: int, expert: str, threshold: float, wave: int = 2,
             tokens, calls = tokens + q.check["num_tokens"], calls + 1
     final = final_vote(v_int, voter, reflect_answer, check_answer, taus)
     return Outcome(final.answer, final.confidence, tokens, calls,
-                   {"samples": k, "gate_share": round(share, 6), "modules_ran": ran})
+                   {"samples": k, "gate_confidence": round(share, 6), "modules_ran": ran})
 
 
 def baselines(q: Question, n: int, deepconf_keep: float = 0.1) -> dict[str, Outcome]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -237,21 +238,34 @@ def recipe(name: str) -> list[TrainConfig]:
         return [TrainConfig(name="tiny-stage1", spec=SPECS["tiny"], explain=False, stop_after=4400),
                 TrainConfig(name="tiny", spec=SPECS["tiny"], steps=2500, lr=6e-4, warmup=100, easyvqa_share=0.35,
                             eval_every=250)]
-    if name == "tiny-expert":
-        return [TrainConfig(name=name, spec=SPECS[name], degrade_prob=0.3, seed=1, steps=4500, eval_every=250)]
     raise ValueError(f"no recipe for {name!r}; embedded models: tiny, tiny-expert")
 
 
 def train_recipe(name: str, out: str | Path, log=print, **overrides) -> Path:
-    """Run every stage of ``recipe(name)``, chaining them through ``out``/stageN folders."""
+    """Run every stage of the shipped model ``name``, chaining them through ``out``/stageN folders.
+
+    ``tiny``: the stages of ``recipe("tiny")``, then its CA-TTS roles (``train_roles`` base: taking a
+    critique, vision frozen). ``tiny-expert``: ``train_roles`` expert from scratch (a GPU takes minutes,
+    two CPU cores many hours). ``steps`` overrides every stage's step count.
+    """
+    from catts.models.tiny.train_roles import recipe as roles_recipe, train_roles
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
     out = Path(out)
+    if name == "tiny-expert":
+        config = roles_recipe("expert")
+        config.steps = overrides.get("steps") or config.steps
+        return train_roles(config, out, device=device, workers=max(1, (os.cpu_count() or 2) - 1), log=log)
     stages = recipe(name)
     previous = ""
     for k, config in enumerate(stages, 1):
         for key, value in overrides.items():
             setattr(config, key, value)
         config.init_from = config.init_from or previous
-        target = out if k == len(stages) else out.parent / f"{out.name}-stage{k}"
+        target = out.parent / f"{out.name}-stage{k}"
         train_tiny(config, target, log=log)
         previous = str(target)
-    return out
+    config = roles_recipe("base")
+    config.init_from = previous
+    config.steps = overrides.get("steps") or config.steps
+    return train_roles(config, out, device=device, workers=max(1, (os.cpu_count() or 2) - 1), log=log)
