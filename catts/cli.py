@@ -278,6 +278,8 @@ def tts_cmd(
     out: Out = Path("runs/tts"), overwrite: Overwrite = False, batch_size: BatchSize = 64,
     max_new_tokens: MaxNewTokens = 128, device: Device = "auto", dtype: DtypeOpt = Dtype.auto,
     max_pixels: MaxPixels = 1024 * 1024, base_url: BaseUrl = None,
+    expert_base_url: Annotated[Optional[list[str]], typer.Option(
+        help="For --expert openai:NAME: its server(s), if not those of --base-url; repeatable.")] = None,
 ) -> None:
     """Confidence-aware test-time scaling: CA-TTS against pass@1, majority, DeepConf and best-of-N on the same samples."""
     from catts.jobs.probe import Dataset
@@ -299,8 +301,15 @@ def tts_cmd(
     for spec in cfg.data:
         check_data_spec(spec)
     cfg.validate()
+    from catts.models.openai_backend import is_openai
+    if is_openai(model) and "self-check" in cfg.modules:
+        raise UsageError(f"--model {model}: a server cannot run the self-check (contrastive decoding between two "
+                         "images); leave it out with --modules self-consistency,reflection")
+    if is_openai(expert) and voter == "likelihood":
+        raise UsageError(f"--expert {expert}: a server cannot score given answers; use --voter generative")
     ident = check_model(model, device, dtype, max_pixels, base_url)
-    expert_ident = None if expert == "base" else check_model(expert, device, dtype, max_pixels, base_url)
+    expert_urls = expert_base_url or base_url
+    expert_ident = None if expert == "base" else check_model(expert, device, dtype, max_pixels, expert_urls)
     identity = tts_identity(cfg, ident, expert_ident)
     if not overwrite:
         check_resumable(out, identity)
@@ -310,7 +319,7 @@ def tts_cmd(
     if expert != "base":
         with console.status(f"loading {expert}"):
             experts = {"expert": load_backend(expert, device=device, dtype=dtype.value, batch_size=batch_size,
-                                              max_pixels=max_pixels, base_urls=base_url or ()), "base": backend}
+                                              max_pixels=max_pixels, base_urls=expert_urls or ()), "base": backend}
     datasets = [Dataset(spec, samples, errors) for spec, samples, errors in loaded]
     with console_progress(console) as progress:
         run_tts(backend, experts, cfg, out, datasets, progress=progress, overwrite=overwrite, identity=identity)

@@ -23,6 +23,7 @@ from catts.jobs.eval import evaluate
 from catts.models import load_backend, resolve_model_path
 from catts.models.backend import SamplingParams
 from catts.models.openai_backend import OpenAIBackend
+from catts.tts.modules import RoleTokens
 
 ROOT = Path(__file__).resolve().parents[1]
 TOOL = Path(os.environ.get("CATTS_VLLM_TOOL", ROOT.parent / "shared" / "tools" / "vllm-cpu"))
@@ -39,12 +40,12 @@ def _free_port() -> int:
 
 
 class Server:
-    def __init__(self, port: int):
-        self.port, self.pid = port, None
+    def __init__(self, port: int, model: str = "tiny"):
+        self.port, self.pid, self.model = port, None, model
         self.url = f"http://127.0.0.1:{port}/v1"
 
     def start(self) -> None:
-        out = subprocess.run(["bash", str(TOOL / "serve.sh"), str(VENV), str(resolve_model_path("tiny")),
+        out = subprocess.run(["bash", str(TOOL / "serve.sh"), str(VENV), str(resolve_model_path(self.model)),
                               str(self.port)], capture_output=True, text=True, timeout=400)
         assert out.returncode == 0, out.stderr[-3000:]
         self.pid = int(out.stdout.strip().splitlines()[-1])
@@ -114,3 +115,27 @@ def test_server_killed_mid_run_then_resumed(server, samples, tmp_path):
     assert up["n_errors"] == 0 and up["n"] == 8
     local = evaluate(load_backend("tiny"), samples[:8], tmp_path / "local", max_new_tokens=64)
     assert up["accuracy"] == local["accuracy"]
+
+
+def test_expert_over_the_api(server, samples, tmp_path):
+    """CA-TTS with its expert (critic, planner, generative voter) behind the OpenAI-compatible API gives what
+    the same model gives locally. The served expert is ``tiny``: vLLM's CPU attention has no kernel for
+    ``tiny-expert``'s head size (56: "Unsupported CPU attention configuration"). The tiny base writes no
+    JSON array, so every generative vote fails after 3 attempts and is recorded so."""
+    from catts.jobs.probe import Dataset
+    from catts.jobs.tts import TTSConfig, run_tts
+
+    base = load_backend("tiny")
+    cfg = TTSConfig(limit=3, n=2, degrade=["diffusion:571"], modules=["self-consistency", "reflection"],
+                    voter="generative", ablations=False, tokens=RoleTokens(base=48))
+    data = [Dataset("shapes:test", samples[:3])]
+    run_tts(base, {"expert": OpenAIBackend("openai:tiny", [server.url])}, cfg, tmp_path / "api", data)
+    run_tts(base, {"expert": base}, cfg, tmp_path / "local", data)
+    api, local = ([json.loads(x) for x in (tmp_path / d / "results.jsonl").read_text().splitlines()]
+                  for d in ("api", "local"))
+    assert all(r["reflections"] and r["reflections"][0]["critique"] for r in api)
+    assert [r["reflections"] for r in api] == [r["reflections"] for r in local]
+    assert [r["plan"]["expert"] for r in api] == [r["plan"]["expert"] for r in local]
+    votes = [v for r in api for v in r["voter"]["generative"]]
+    assert votes and all(v["probs"] is None and v["attempts"] == 3 for v in votes)
+    assert [r["methods"]["ca-tts"]["answer"] for r in api] == [r["methods"]["ca-tts"]["answer"] for r in local]

@@ -220,6 +220,17 @@ class _Images:
         return image, degrade(image, "diffusion", self.cfg.check_level, seed=self.cfg.seed + 1, key=item.key)
 
 
+def check_backends(base: Backend, experts: dict[str, Backend], cfg: TTSConfig) -> None:
+    """What the modules need of the backends, checked before anything runs (one clear line each)."""
+    if "self-check" in cfg.modules and base.capabilities.contrastive == "none":
+        raise ValueError(f"{base.name} cannot run the self-check (contrastive decoding between two images); "
+                         "leave it out: --modules self-consistency,reflection")
+    for name, expert in experts.items():
+        if cfg.voter == "likelihood" and not expert.capabilities.teacher_forcing and name == "expert":
+            raise ValueError(f"expert {expert.name} cannot score given answers (the likelihood voter); use "
+                             "--voter generative")
+
+
 def run_tts(base: Backend, experts: dict[str, Backend], cfg: TTSConfig, out: str | Path,
             datasets: Sequence[Dataset], *, progress: Progress | None = None, chunk: int = 100,
             overwrite: bool = False, identity: dict | None = None) -> dict:
@@ -227,6 +238,9 @@ def run_tts(base: Backend, experts: dict[str, Backend], cfg: TTSConfig, out: str
     from catts.tts.report import write_report
 
     cfg.validate()
+    check_backends(base, experts, cfg)
+    if cfg.voter == "likelihood" and "base" in experts and not base.capabilities.teacher_forcing:
+        experts = {k: v for k, v in experts.items() if k != "base"}  # no base-as-expert ablation it cannot run
     progress = progress or Progress()
     run = RunDir(out, identity or {"task": "tts", **asdict(cfg)}, overwrite=overwrite)
     done = run.done_keys()

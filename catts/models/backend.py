@@ -179,11 +179,13 @@ class Capabilities:
     ``contrastive``: "exact" (full distributions of both contexts), "approx" (top-k lists only) or
     "none". ``full_distribution``: ``next_token_logprobs`` returns every token's log-probability.
     ``prefix_cache``: ``score_candidates`` runs each prompt once (else once per candidate).
+    ``teacher_forcing``: ``score`` works (an OpenAI-compatible chat server cannot score given text).
     """
 
     contrastive: str = "none"
     full_distribution: bool = False
     prefix_cache: bool = False
+    teacher_forcing: bool = False   # ``score`` / ``score_candidates`` of given text (the likelihood voter)
 
     def __post_init__(self) -> None:
         if self.contrastive not in ("exact", "approx", "none"):

@@ -151,7 +151,8 @@ def _missing_package(path: Path, error: ImportError) -> str:
 class TransformersBackend(TeacherForcing):
     """Local model through transformers. ``model`` is a folder or an embedded name (``tiny``, ``tiny-expert``)."""
 
-    capabilities = Capabilities(contrastive="exact", full_distribution=True, prefix_cache=True)
+    capabilities = Capabilities(contrastive="exact", full_distribution=True, prefix_cache=True,
+                                teacher_forcing=True)
 
     def __init__(self, model: str | Path, *, device: str = "auto", dtype: str = "auto", batch_size: int = 16,
                  max_pixels: int | None = 1024 * 1024, attn_implementation: str | None = None):

@@ -77,7 +77,8 @@ def compact(graded: dict, trace: Trace, sample) -> dict:
     ext_raw = extract_answer(trace.text, sample.answer_type, sample.options).raw
     return {"prediction": graded["prediction"], "correct": graded["correct"], "extraction": graded["extraction"],
             "raw": ext_raw or None, "confidence": {k: graded["confidence"].get(k) for k in CONFIDENCE_KEYS},
-            "num_tokens": graded["num_tokens"], "finish_reason": graded["finish_reason"], "text": graded["text"]}
+            "num_tokens": graded["num_tokens"], "finish_reason": graded["finish_reason"], "text": graded["text"],
+            **({"error": trace.meta["error"]} if trace.meta.get("error") else {})}
 
 
 def _grade(q: Question, trace: Trace) -> dict:
@@ -146,6 +147,7 @@ def plan(expert_name: str, expert: Backend, qs: Sequence[Question], max_new_toke
     replies = _call("planner", qs, lambda b: [t[0] for t in expert.generate(
         [q.prompt(P.planner_prompt(q.sample)) for q in b], SamplingParams(max_new_tokens=max_new_tokens))], timer)
     for q, t in zip(qs, replies):
+        t = None if t is not None and t.meta.get("error") else t
         order = P.parse_plan(t.text) if t is not None else None
         q.plan[expert_name] = {"order": order or list(P.DEFAULT_PLAN), "parsed": order is not None,
                                "reply": t.text if t is not None else None, "tokens": t.num_tokens if t else 0}
@@ -217,6 +219,9 @@ def reflect(expert_name: str, expert: Backend, base: Backend, requests: Sequence
         SamplingParams(max_new_tokens=tokens.critic))], timer, lambda r: r[0])
     ready = []
     for (q, lead), c in zip(todo, critiques):
+        if c is not None and c.meta.get("error"):  # a failed request (OpenAI-compatible backends)
+            q.errors.append({"stage": "critic", "error": f"sample {q.sample.id!r}: critic failed: {c.meta['error']}"})
+            c = None
         if c is None:
             q.reflections[(expert_name, lead)] = {"leader": lead, "critique": None, "answer": None, "correct": False,
                                                   "critic_tokens": 0, "reflection_tokens": 0, "error": "critic"}
