@@ -24,8 +24,9 @@ def load_embedded(name: str, split: str) -> list[Sample]:
 
 
 def load_data(spec: str, errors: list[dict] | None = None) -> list[Sample]:
-    """``NAME:SPLIT`` for embedded data (``easyvqa:test``), or the path of a ``.jsonl`` / ``.tsv`` file
-    (any other existing file is read as JSONL).
+    """``NAME:SPLIT`` for embedded data (``easyvqa:test``), ``BENCHMARK:PATH`` for a benchmark's own files
+    (``mathvista``, ``mathvision``, ``mmmu``, ``mmstar``: see ``catts.data.benchmarks``), or the path of a
+    ``.jsonl`` / ``.tsv`` file (any other existing file is read as JSONL).
 
     Rules for a file:
     - it must exist and be a readable file, else DataError ("data file X does not exist", ...);
@@ -37,6 +38,11 @@ def load_data(spec: str, errors: list[dict] | None = None) -> list[Sample]:
       malformed row raises DataError with that message. Every row of the file thus ends up either
       as a sample or as an entry; images are decoded later, by ``Sample.load_images``.
     """
+    from catts.data.benchmarks import BENCHMARKS, load_benchmark  # NAME:PATH, e.g. mathvista:MathVista_MINI.tsv
+
+    bench, sep, bench_path = spec.partition(":")
+    if sep and bench_path and bench.lower() in BENCHMARKS:
+        return load_benchmark(bench, bench_path, errors)
     path = Path(spec)
     if path.suffix in (".jsonl", ".tsv") or path.exists():
         return _load_file(path, errors)
