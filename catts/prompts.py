@@ -9,7 +9,14 @@ CHOICE_INSTRUCTION = "Reason step by step, then put the letter of the correct op
 
 
 def build_prompt(sample: Sample) -> str:
-    """The user text for a sample: question, lettered options (if any), instruction."""
+    """The user text for a sample: question, lettered options (if any), instruction. A benchmark's sample
+    (MathVista, MathVision, MMMU, MMStar) gets its benchmark's own prompt."""
+    if sample.metadata.get("benchmark"):
+        from catts.data.benchmarks import task_of
+
+        task = task_of(sample)
+        if task is not None:
+            return task.prompt(sample)
     lines = [sample.question.strip()]
     if sample.options:
         lines += [f"{LETTERS[i]}. {opt}" for i, opt in enumerate(sample.options)]

@@ -578,3 +578,33 @@ def test_generic_pipeline_sees_plain_samples(vista_json):
     s = vista_json["540"]
     assert "A. 3/11" in build_prompt(s) and answers_match("A", s.answer, s.answer_type)
     assert answers_match("0.13", vista_json["824"].answer, vista_json["824"].answer_type)
+
+
+def test_eval_and_tts_use_the_benchmark_task(tmp_path):
+    """A benchmark's own prompt and matching reach the shared ask-grade-record path (eval and tts), on the
+    real tiny model: every MathVista row is a record, prompted with the task's prompt, graded by its rules."""
+    from catts.jobs.eval import evaluate
+    from catts.jobs.probe import Dataset
+    from catts.jobs.tts import TTSConfig, run_tts
+    from catts.models import load_backend
+    from catts.prompts import build_prompt
+    from catts.tts.modules import RoleTokens
+
+    spec = f"mathvista:{FIX / 'mathvista' / 'MathVista_MINI.tsv'}"
+    errors: list = []
+    samples = load_data(spec, errors)
+    task = get_task("mathvista")
+    assert samples and build_prompt(samples[0]) == task.prompt(samples[0])
+    base = load_backend("tiny")
+    summary = evaluate(base, samples, tmp_path / "eval", max_new_tokens=16, load_errors=errors)
+    assert summary["n_input_rows"] == len(samples) + len(errors)
+    cfg = TTSConfig(n=2, degrade=["none:0"], modules=["self-consistency", "reflection"], ablations=False,
+                    tokens=RoleTokens(base=16, critic=16, reflection=8, planner=8))
+    run_tts(base, {"expert": load_backend("tiny-expert")}, cfg, tmp_path / "tts", [Dataset(spec, samples, errors)])
+    records = [json.loads(x) for x in (tmp_path / "tts" / "results.jsonl").read_text().splitlines()]
+    assert len(records) == len(samples) + len(errors)
+    by_id = {s.id: s for s in samples}
+    for r in records:
+        if "error" not in r:
+            s = by_id[r["id"]]
+            assert r["methods"]["ca-tts"]["correct"] == task.match(r["methods"]["ca-tts"]["answer"], s)

@@ -31,6 +31,7 @@ from catts.answers import answers_match, extract_answer
 from catts.confidence import trace_confidences
 from catts.confidence.answer import answer_probability, trace_probability
 from catts.data import DataError, Sample
+from catts.data.benchmarks import task_of
 from catts.data.image import fit_image
 from catts.jobs.progress import Progress
 from catts.jobs.rundir import RunDir
@@ -72,9 +73,13 @@ def error_record(item: Item, error: str, stage: str) -> dict:
     return base_record(item) | {"error": error, "stage": stage, "correct": False, "prediction": None}
 
 
-def grade(trace: Trace, gold: str, answer_type: str, options: Sequence[str] = (), cmap=None) -> dict:
-    """Extraction, correctness and every confidence of one trace (the shared part of every record)."""
-    ext = extract_answer(trace.text, answer_type, options)
+def grade(trace: Trace, gold: str, answer_type: str, options: Sequence[str] = (), cmap=None, task=None,
+          sample: Sample | None = None) -> dict:
+    """Extraction, correctness and every confidence of one trace (the shared part of every record).
+
+    ``task`` (with its ``sample``): a benchmark's own extraction and matching rules (e.g. MathVista's
+    float precision) instead of catts's generic ones."""
+    ext = task.extract(trace.text, sample) if task is not None else extract_answer(trace.text, answer_type, options)
     conf = trace_confidences(trace.top_logprobs)
     conf["answer_prob"] = answer_probability(trace, answer_type, options, ext) if ext.answer is not None else None
     conf["trace_prob"] = trace_probability(trace)
@@ -82,7 +87,8 @@ def grade(trace: Trace, gold: str, answer_type: str, options: Sequence[str] = ()
         conf["c_mapped"] = float(cmap(conf["mean"])) if np.isfinite(conf["mean"]) else None
     return {"prediction": ext.answer, "extraction": ext.method, "unparsed_reason": ext.reason or None,
             "n_boxes": ext.n_boxes, "answer_span": list(ext.span) if ext.span else None,
-            "correct": answers_match(ext.answer, gold, answer_type), "confidence": conf,
+            "correct": task.match(ext, sample) if task is not None else answers_match(ext.answer, gold, answer_type),
+            "confidence": conf,
             "num_tokens": trace.num_tokens, "finish_reason": trace.finish_reason,
             "logprob_source": trace.logprob_source, "text": trace.text}
 
@@ -193,7 +199,7 @@ def _answer(backend: Backend, prepared, params: SamplingParams, cmap, timer: Tim
             log.warning("%s", msg)
             continue
         s = item.sample
-        records.append(base_record(item) | grade(trace, s.answer, s.answer_type, s.options, cmap)
+        records.append(base_record(item) | grade(trace, s.answer, s.answer_type, s.options, cmap, task_of(s), s)
                        | {"seconds": round(seconds, 5), "batch_size": len(ready)})
         traces[item.key] = trace
     return records, traces

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 from catts.answers import extract_answer
+from catts.data.benchmarks import task_of
 from catts.jobs.ask import Item, grade
 from catts.models.backend import Backend, ContrastiveParams, Prompt, SamplingParams, Trace
 from catts.tts import prompts as P
@@ -83,7 +84,7 @@ def compact(graded: dict, trace: Trace, sample) -> dict:
 
 def _grade(q: Question, trace: Trace) -> dict:
     s = q.sample
-    return compact(grade(trace, s.answer, s.answer_type, s.options), trace, s)
+    return compact(grade(trace, s.answer, s.answer_type, s.options, task=task_of(s), sample=s), trace, s)
 
 
 def _call(name: str, reqs: Sequence, fn: Callable[[Sequence], list], timer: Counter,

@@ -18,6 +18,7 @@ import math
 from dataclasses import dataclass
 
 from catts.answers import answers_match
+from catts.data.benchmarks import task_of
 from catts.tts.modules import Question
 from catts.tts.prompts import DEFAULT_PLAN, MODULES
 from catts.tts.vote import VoteResult, best_of_n, deepconf_offline, final_vote, internal_vote, majority_vote
@@ -48,9 +49,10 @@ class Outcome:
     extra: dict
 
     def record(self, q: Question) -> dict:
-        s = q.sample
+        s, task = q.sample, task_of(q.sample)
+        right = task.match(self.answer, s) if task is not None else answers_match(self.answer, s.answer, s.answer_type)
         return {"answer": self.answer, "confidence": round(self.confidence, 6),
-                "correct": bool(self.answer is not None and answers_match(self.answer, s.answer, s.answer_type)),
+                "correct": bool(self.answer is not None and right),
                 "generated_tokens": self.generated_tokens, "model_calls": self.model_calls, **self.extra}
 
 
