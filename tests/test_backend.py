@@ -284,3 +284,25 @@ def test_score_candidates_on_other_architectures(arch, tmp_path):
         assert a.token_ids == b.token_ids
         np.testing.assert_allclose(a.logprobs, b.logprobs, atol=1e-4)
         np.testing.assert_allclose(a.top_logprobs, b.top_logprobs, atol=1e-4)
+
+
+def test_backend_around_a_live_model_shares_it(prompts):
+    """``from_model`` wraps a model as a trainer holds it: same object, left in train mode, same traces as a
+    loaded backend, and a weight change is seen at once (no copy)."""
+    import torch
+
+    from catts.models.hf import TransformersBackend
+
+    loaded = load_backend("tiny", batch_size=8)
+    model, processor = loaded.model, loaded.processor
+    model.train()
+    live = TransformersBackend.from_model(model, processor, batch_size=8)
+    assert live.model is model and model.training
+    params = SamplingParams(max_new_tokens=32)
+    a, b = live.generate(prompts[:4], params), loaded.generate(prompts[:4], params)
+    assert [t[0].token_ids for t in a] == [t[0].token_ids for t in b] and model.training
+    s = live.score(prompts[:2], [a[0][0].text, a[1][0].text])
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(0.5)  # the live model changes: so do its scores
+    s2 = live.score(prompts[:2], [a[0][0].text, a[1][0].text])
+    assert not np.allclose(s[0].logprobs, s2[0].logprobs)

@@ -183,6 +183,25 @@ class TransformersBackend(TeacherForcing):
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
         self._setup_scoring()
 
+    @classmethod
+    def from_model(cls, model, processor, *, name: str = "live", batch_size: int = 16,
+                   max_pixels: int | None = 1024 * 1024) -> "TransformersBackend":
+        """A backend around a live model and its processor (e.g. a trainer's policy), sharing them: nothing is
+        loaded, the model is neither moved nor switched to eval mode (a training step's dropout stays as the
+        trainer set it), so generation, scoring and confidences are the same code as in probe and CA-TTS."""
+        self = cls.__new__(cls)
+        param = next(model.parameters())
+        self.name, self.model, self.processor = name, model, processor
+        self.device = str(param.device)
+        self.dtype = next((k for k, v in DTYPES.items() if v == param.dtype), str(param.dtype))
+        self.batch_size, self.max_pixels = batch_size, max_pixels
+        self.tokenizer = getattr(processor, "tokenizer", processor)
+        self.eos_ids = self._eos_ids()
+        self._pieces = {}
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self._setup_scoring()
+        return self
+
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
         ids = [ids] if isinstance(ids, int) else list(ids or [])
