@@ -59,6 +59,9 @@ DtypeOpt = Annotated[Dtype, typer.Option("--dtype", help="auto = bf16 on GPU, fp
 BaseUrl = Annotated[Optional[list[str]], typer.Option(
     "--base-url", help="For --model openai:NAME: the server's OpenAI-compatible URL, e.g. http://127.0.0.1:8000/v1; "
                        "repeatable (requests are spread over the servers). The key comes from OPENAI_API_KEY.")]
+DataList = Annotated[Optional[list[str]], typer.Option(
+    "--data", help="NAME:SPLIT, BENCHMARK:PATH (mathvista, mathvision, mmmu, mmstar) or a .jsonl/.tsv file; "
+                   "repeatable. Default: easyvqa:test and shapes:test.")]
 MaxPixels = Annotated[int, typer.Option(min=1, help="Shrink larger images (aspect kept) to at most this many pixels "
                                                     "before anything else sees them.")]
 
@@ -202,8 +205,7 @@ def eval_cmd(model: Model = "tiny",
 @clean_errors
 def probe_cmd(
     model: Model = "tiny",
-    data: Annotated[Optional[list[str]], typer.Option(help="NAME:SPLIT or a .jsonl/.tsv file; repeatable. "
-                                                      "Default: easyvqa:test and shapes:test.")] = None,
+    data: DataList = None,
     degrade: Annotated[Optional[list[str]], typer.Option(
         help="KIND:LEVELS, repeatable, e.g. diffusion:0,143,285, diffusion:L8 (8 even levels), blur:1,2,3,4,5. "
              "Default: none:0, diffusion:L8 and gaussian_noise, blur, jpeg, lowres at 1-5.")] = None,
@@ -252,8 +254,7 @@ def tts_cmd(
     model: Model = "tiny",
     expert: Annotated[str, typer.Option(help="The voter, critic and planner: an embedded model, a local model "
                                              "folder, or 'base' (the base model itself).")] = "tiny-expert",
-    data: Annotated[Optional[list[str]], typer.Option(help="NAME:SPLIT or a .jsonl/.tsv file; repeatable. "
-                                                      "Default: easyvqa:test and shapes:test.")] = None,
+    data: DataList = None,
     degrade: Annotated[Optional[list[str]], typer.Option(
         help="KIND:LEVELS the questions are asked at (the probe's grammar), repeatable. "
              "Default: diffusion:0,285,571,856.")] = None,
@@ -281,7 +282,7 @@ def tts_cmd(
     expert_base_url: Annotated[Optional[list[str]], typer.Option(
         help="For --expert openai:NAME: its server(s), if not those of --base-url; repeatable.")] = None,
 ) -> None:
-    """Confidence-aware test-time scaling: CA-TTS against pass@1, majority, DeepConf and best-of-N on the same samples."""
+    """Confidence-aware test-time scaling: CA-TTS against pass@1, majority, DeepConf and best-of-N, same samples."""
     from catts.jobs.probe import Dataset
     from catts.jobs.progress import console_progress
     from catts.jobs.rundir import check_resumable

@@ -20,7 +20,7 @@ from pathlib import Path
 from catts.answers.latex import normalize_text, strip_latex
 from catts.answers.symbolic import symbolic_equal, to_sympy
 from catts.data.benchmarks.base import BenchmarkTask, text_field
-from catts.data.benchmarks.readers import TsvImages, cell, hf_image, literal_list, resolve_path
+from catts.data.benchmarks.readers import TsvImages, cell, hf_row_image, literal_list, resolve_path
 from catts.data.benchmarks.rules import check_options, choice_letter, open_type
 from catts.data.image import DataError
 from catts.data.sample import Sample
@@ -39,11 +39,7 @@ class MathVision(BenchmarkTask):
         return self._build(row, [resolve_path(text_field(row, "image"), folder)])
 
     def from_hf(self, row: dict, folder: Path) -> Sample:
-        image = hf_image(row.get("decoded_image"), folder)
-        if image is None and row.get("image"):
-            image = resolve_path(text_field(row, "image"), folder)
-        if image is None:
-            raise DataError("no image (decoded_image and image are empty)")
+        image = hf_row_image(row, folder)
         return self._build(row, [image])
 
     def from_tsv(self, row: dict, images: TsvImages) -> Sample:

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from catts.answers.latex import normalize_text
 from catts.data.benchmarks.base import BenchmarkTask, text_field
-from catts.data.benchmarks.readers import TsvImages, cell, hf_image, literal_list, resolve_path
+from catts.data.benchmarks.readers import TsvImages, cell, hf_row_image, literal_list, resolve_path
 from catts.data.benchmarks.rules import (check_options, choice_letter, decimals, lists_match, number_of,
                                          parse_list, precision_value, same_at_precision, split_query)
 from catts.data.image import DataError
@@ -54,11 +54,7 @@ class MathVista(BenchmarkTask):
         return self._build(row, [resolve_path(image, folder)], query=None)
 
     def from_hf(self, row: dict, folder: Path) -> Sample:
-        image = hf_image(row.get("decoded_image"), folder)
-        if image is None and row.get("image"):
-            image = resolve_path(text_field(row, "image"), folder)
-        if image is None:
-            raise DataError("no image (decoded_image and image are empty)")
+        image = hf_row_image(row, folder)
         return self._build(row, [image], query=row.get("query"))
 
     def from_tsv(self, row: dict, images: TsvImages) -> Sample:

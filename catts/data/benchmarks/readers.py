@@ -96,6 +96,18 @@ def hf_image(value, folder: Path):
     raise DataError(f"an image cell must hold bytes or a path, not {type(value).__name__}")
 
 
+
+def hf_row_image(row: dict, folder):
+    """A HF row's image: ``decoded_image`` (bytes or a path), else the ``image`` path; DataError if neither."""
+    from catts.data.benchmarks.base import text_field  # base imports this module
+
+    image = hf_image(row.get("decoded_image"), folder)
+    if image is None and row.get("image"):
+        image = resolve_path(text_field(row, "image"), folder)
+    if image is None:
+        raise DataError("no image (decoded_image and image are empty)")
+    return image
+
 def resolve_path(rel: str, folder: Path) -> str:
     """``rel`` below the file's folder, else below its parent (the MATH-V repo keeps ``data/`` and
     ``images/`` side by side), else below the folder all the same (a missing file fails on load)."""

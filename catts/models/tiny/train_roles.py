@@ -206,7 +206,8 @@ def train_roles(config: RolesConfig, out: str | Path, device: str = "cpu", worke
             per_step = (time.time() - t_train) / 200
             fits = int((config.max_minutes * 60 - (time.time() - t0)) / per_step) + 200
             if fits < config.steps:
-                log(f"[{config.role}] {per_step * 1000:.0f} ms/step: schedule shortened from {config.steps} to {fits} steps")
+                log(f"[{config.role}] {per_step * 1000:.0f} ms/step: schedule shortened from {config.steps} "
+                    f"to {fits} steps")
                 config.steps = max(fits, config.warmup + 100)
         for g in opt.param_groups:
             g["lr"] = _lr(step, config)
