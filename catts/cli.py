@@ -328,6 +328,17 @@ def tts_cmd(
     print(f"written to {out}")
 
 
+@app.command("report")
+@clean_errors
+def report_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A finished probe, tts or eval run folder.")],
+) -> None:
+    """One self-contained HTML page of RUN_DIR (config, tables, figures): writes and prints RUN_DIR/report.html."""
+    from catts.report.html import build_report
+
+    print(build_report(run_dir))
+
+
 @app.command("regrade")
 @clean_errors
 def regrade_cmd(

@@ -32,7 +32,8 @@ RESULTS = "results.jsonl"
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 TRACES = "traces"
-OUTPUTS = ("summary.md", "levels.csv", "figure1_*.png", "reliability_*.png")  # the report files of a run
+OUTPUTS = ("summary.md", "levels.csv", "figure1_*.png", "reliability_*.png", "tts_scaling.png",
+           "report.html")  # the report files of a run
 
 
 def versions() -> dict[str, str]:
