@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	# torch with a matching torchvision (Qwen2.5-VL's and SmolVLM's processors need torchvision), pinned to
 	# the releases that lie on this project's machines' disk, so pip never downloads a multi-GB build here.
 	$(PY) -m pip install -q $(TORCH)
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev,train]"
 	touch $(STAMP)
 
 install: $(STAMP)

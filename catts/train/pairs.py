@@ -1,0 +1,119 @@
+"""Original/noisy image pairs for CDRL (spec sections 4 and 5) as a ``datasets.Dataset`` that TRL's GRPOTrainer reads.
+
+One row per (sample, noise level), columns:
+
+- ``prompt``: conversational, ``[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text":
+  build_prompt(sample)}]}]`` (TRL fills the image placeholder from the ``image`` column);
+- ``image``: the original image (RGB, after ``fit_image`` when ``max_pixels`` is given), ``noisy_image``: the same
+  image noised; both stored as PNG (lossless), read back as PIL images;
+- ``answer``, ``answer_type``, ``options``: the gold answer and what ``catts.answers`` needs to grade against it;
+- ``pair_id``: the group key of the rewards (the sample id; ``id@level`` when several levels are asked for);
+- ``sample_id``, ``noise``, ``level``: where the row came from.
+
+TRL forwards every column but ``prompt`` to the reward functions (and to a rollout function), so the rollout can
+score completions on ``noisy_image`` and the rewards can grade against ``answer``.
+
+Noise (seeded by (seed, sample id, level), as everywhere in catts): ``key_region`` (default) is
+``catts.perception.degrade.key_region_noise``: diffusion noise at step ``level`` on the top ``fraction`` of patches
+ranked by ``saliency`` (a function image -> 2-D array, e.g. ``catts.perception.saliency.load_saliency(...)``;
+None: the model-free spectral residual saliency); ``diffusion`` noises the whole image at step ``level``.
+The spec fixes no level for CDRL; the default 500 is our choice (mid-schedule; pass a list for several levels).
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from catts.data.image import DataError, fit_image, to_rgb
+from catts.data.sample import Sample
+from catts.perception.degrade import degrade, key_region_noise
+from catts.prompts import build_prompt
+
+NOISES = ("key_region", "diffusion")
+DEFAULT_LEVEL = 500
+COLUMNS = ("prompt", "image", "noisy_image", "answer", "answer_type", "options", "pair_id", "sample_id", "noise",
+           "level")
+
+
+def _features():
+    from datasets import Features, Value
+    from datasets import Image as ImageFeature
+
+    text = Value("string")
+    return Features({  # [feature] is a list of it in every datasets version (List(...) is new in datasets 4)
+        "prompt": [{"role": text, "content": [{"type": text, "text": text}]}],
+        "image": ImageFeature(), "noisy_image": ImageFeature(),
+        "answer": text, "answer_type": text, "options": [text],
+        "pair_id": text, "sample_id": text, "noise": text, "level": Value("int32"),
+    })
+
+
+def _png(image: Image.Image) -> dict:
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return {"bytes": buf.getvalue(), "path": None}
+
+
+def conversational_prompt(sample: Sample) -> list[dict]:
+    """The user turn of a sample in TRL's conversational form: one image placeholder, then ``build_prompt``."""
+    return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": build_prompt(sample)}]}]
+
+
+def noisy_copy(image: Image.Image, noise: str, level: int, *, seed: int, key: str, fraction: float = 0.25,
+               saliency_map: np.ndarray | None = None) -> Image.Image:
+    """The noised image of one pair (see the module)."""
+    if noise == "key_region":
+        return key_region_noise(image, level, fraction=fraction, saliency=saliency_map, seed=seed, key=key)
+    if noise == "diffusion":
+        return degrade(image, "diffusion", level, seed=seed, key=key)
+    raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
+
+
+def build_pairs(samples: Iterable[Sample], *, noise: str = "key_region", level: int | Sequence[int] = DEFAULT_LEVEL,
+                seed: int = 0, fraction: float = 0.25, saliency: Callable[[Image.Image], np.ndarray] | None = None,
+                max_pixels: int | None = None, errors: list[dict] | None = None):
+    """Original/noisy pairs of ``samples`` as a ``datasets.Dataset`` with the module's columns, one row per
+    (sample, level). Deterministic in ``seed``.
+
+    A sample whose image does not load, or that has not exactly one image, is skipped and appended to ``errors``
+    as ``{"id": sample id, "error": message}``; without an ``errors`` list it raises DataError (catts's reading
+    rule). ``fraction`` and ``saliency`` apply to ``key_region`` only.
+    """
+    from datasets import Dataset
+
+    if noise not in NOISES:
+        raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
+    levels = [level] if isinstance(level, (int, np.integer)) else list(level)
+    if not levels:
+        raise ValueError("give at least one noise level")
+    rows: dict[str, list] = {c: [] for c in COLUMNS}
+    for s in samples:
+        try:
+            images = s.load_images()
+            if len(images) != 1:
+                raise DataError(f"sample {s.id!r}: CDRL pairs take exactly one image, got {len(images)}")
+            image = fit_image(images[0], max_pixels) if max_pixels else to_rgb(images[0])
+            sal = saliency(image) if noise == "key_region" and saliency is not None else None
+        except DataError as e:
+            if errors is None:
+                raise
+            errors.append({"id": s.id, "error": str(e)})
+            continue
+        original = _png(image)
+        for lv in levels:
+            noisy = noisy_copy(image, noise, int(lv), seed=seed, key=s.id, fraction=fraction, saliency_map=sal)
+            rows["prompt"].append(conversational_prompt(s))
+            rows["image"].append(original)
+            rows["noisy_image"].append(_png(noisy))
+            rows["answer"].append(str(s.answer))
+            rows["answer_type"].append(s.answer_type)
+            rows["options"].append(list(s.options))
+            rows["pair_id"].append(s.id if len(levels) == 1 else f"{s.id}@{int(lv)}")
+            rows["sample_id"].append(s.id)
+            rows["noise"].append(noise)
+            rows["level"].append(int(lv))
+    return Dataset.from_dict(rows, features=_features())
