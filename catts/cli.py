@@ -30,6 +30,9 @@ data_app = typer.Typer(help="Embedded datasets and data files.", no_args_is_help
 tiny_app = typer.Typer(help="The embedded tiny vision-language models (tiny, tiny-expert).", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(tiny_app, name="tiny")
+train_app = typer.Typer(help="Training (CDRL: GRPO with confidence-driven rewards; needs the train extra).",
+                        no_args_is_help=True)
+app.add_typer(train_app, name="train")
 console = Console(stderr=True)
 
 
@@ -410,6 +413,26 @@ def tiny_train(
     path = train_recipe(name, out or WEIGHTS_DIR / name, log=console.print, **overrides)
     log = json.loads((path / "train_log.json").read_text())
     console.print(f"saved to {path} after {log['train_seconds']:.0f}s of training")
+
+
+@train_app.command("cdrl", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@clean_errors
+def train_cdrl_cmd(ctx: typer.Context) -> None:
+    """CDRL training. Every option is parsed by TRL's TrlParser over (CDRLConfig, GRPOConfig): --config FILE.yaml
+    (e.g. catts/train/configs/cdrl_tiny.yaml) plus overrides such as --learning_rate 1e-5; --dry_run prints the
+    parsed configuration and exits."""
+    from dataclasses import asdict
+
+    from catts.train.cdrl import parse_cdrl_args, train_cdrl
+
+    if not ctx.args:  # TRL's help: every field of CDRLConfig and GRPOConfig
+        parse_cdrl_args(["--help"])
+    cdrl_cfg, grpo_cfg = parse_cdrl_args(list(ctx.args))
+    if cdrl_cfg.dry_run:
+        print(json.dumps({"cdrl": asdict(cdrl_cfg), "grpo": grpo_cfg.to_dict()}, indent=2, default=str))
+        return
+    out = train_cdrl(cdrl_cfg, grpo_cfg)
+    console.print(f"saved to {out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,153 @@
+"""CDRL training (spec section 5): GRPO on original/noisy image pairs with the CDRL rewards.
+
+``train_cdrl(cdrl_cfg, grpo_cfg)`` builds the pairs (``catts.train.pairs.build_pairs``), the reward set
+(``catts.train.rewards.cdrl_rewards``, split so each term is logged), the rollout function
+(``catts.train.rollout.make_rollout``: C and C' from the live policy's top-k distributions) and TRL's
+``GRPOTrainer``, trains and saves the model and processor to ``grpo_cfg.output_dir``.
+
+Configuration is parsed the way TRL parses its own scripts: ``parse_cdrl_args`` runs ``trl.TrlParser`` over
+(``CDRLConfig``, ``trl.GRPOConfig``), so a YAML file (``--config``) sets fields of either, and command-line flags
+override it; GRPOConfig's options are TRL's, not copied here. ``catts train cdrl`` is that parser behind the CLI.
+
+Logged per step besides TRL's own metrics (``rewards/<name>/mean`` for format, output, perception and calibration,
+``reward``, ...): ``cdrl/confidence`` (mean C), ``cdrl/noisy_confidence`` (mean C'), ``cdrl/confidence_gap``
+(mean C - C'), ``cdrl/accuracy`` (mean R_output), and from the rewards ``cdrl/unparsed``, ``cdrl/tied_groups``.
+Written to ``output_dir``: the model, processor, ``trainer_state.json`` (TRL's log history), ``cdrl_config.json``
+and ``rollouts.jsonl`` (every rollout's pair id, completion, C and C').
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from catts.train.rewards import CALIBRATIONS, CONFIDENCE_KINDS, cdrl_rewards
+from catts.train.rollout import C_PRIMES, make_rollout, rollout_stats
+
+
+@dataclass
+class CDRLConfig:
+    """CDRL's own options (GRPO's are ``trl.GRPOConfig``'s)."""
+
+    model: str = field(default="tiny", metadata={"help": "embedded model name or local model folder"})
+    data: list[str] = field(default_factory=lambda: ["shapes:train"],
+                            metadata={"help": "data specs (catts.data.load_data), e.g. shapes:train"})
+    noise: str = field(default="key_region", metadata={"help": "key_region or diffusion"})
+    level: list[int] = field(default_factory=lambda: [500], metadata={"help": "diffusion step(s) of the noise"})
+    perception_alpha: float = field(default=0.5, metadata={"help": "alpha: weight of the perception term"})
+    perception_beta: float = field(default=0.1, metadata={
+        "help": "beta inside tanh of the perception term (GRPOConfig's beta is the KL weight)"})
+    calibration: str = field(default="spec", metadata={"help": "spec or brier"})
+    confidence_kind: str = field(default="mean", metadata={"help": "the confidence C (catts.train.rewards)"})
+    c_prime: str = field(default="teacher_forced", metadata={"help": "teacher_forced or paired"})
+    limit: int = field(default=0, metadata={"help": "use at most this many samples per data spec (0: all)"})
+    max_pixels: int = field(default=0, metadata={"help": "shrink images above this many pixels (0: keep)"})
+    pair_seed: int = field(default=0, metadata={"help": "seed of the noise"})
+    dry_run: bool = field(default=False, metadata={"help": "print the parsed configuration and exit"})
+
+    def __post_init__(self):
+        if isinstance(self.data, str):
+            self.data = [self.data]
+        if isinstance(self.level, int):
+            self.level = [self.level]
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
+        if self.confidence_kind not in CONFIDENCE_KINDS:
+            raise ValueError(f"confidence_kind must be one of {CONFIDENCE_KINDS}, got {self.confidence_kind!r}")
+        if self.c_prime not in C_PRIMES:
+            raise ValueError(f"c_prime must be one of {C_PRIMES}, got {self.c_prime!r}")
+
+
+def parse_cdrl_args(argv: list[str] | None = None):
+    """(CDRLConfig, GRPOConfig) from ``argv`` (``--config FILE.yaml`` plus flags of either), parsed by TRL's
+    ``TrlParser``; an unknown flag is an error (TRL's message)."""
+    from trl import GRPOConfig, TrlParser
+
+    parser = TrlParser((CDRLConfig, GRPOConfig))
+    cdrl_cfg, grpo_cfg = parser.parse_args_and_config(args=argv)
+    return cdrl_cfg, grpo_cfg
+
+
+def build_dataset(cfg: CDRLConfig, errors: list[dict] | None = None):
+    """The pair dataset of ``cfg``'s data specs."""
+    from catts.data import load_data
+    from catts.train.pairs import build_pairs
+
+    samples = []
+    for spec in cfg.data:
+        loaded = load_data(spec)
+        samples += loaded[:cfg.limit] if cfg.limit else loaded
+    if not samples:
+        raise ValueError(f"no samples in {cfg.data}")
+    level = cfg.level[0] if len(cfg.level) == 1 else cfg.level
+    return build_pairs(samples, noise=cfg.noise, level=level, seed=cfg.pair_seed, max_pixels=cfg.max_pixels or None,
+                       errors=errors)
+
+
+def _logging(func: Callable) -> Callable:
+    """``output_reward`` that also logs cdrl/accuracy, cdrl/confidence, cdrl/noisy_confidence and
+    cdrl/confidence_gap through TRL's ``log_metric`` (keeps the name TRL logs it under)."""
+
+    @functools.wraps(func)
+    def wrapped(completions, confidence=None, noisy_confidence=None, log_metric=None, **kwargs):
+        out = func(completions, **kwargs)
+        if callable(log_metric) and out:
+            log_metric("cdrl/accuracy", float(np.mean(out)))
+            if confidence is not None:
+                nc = noisy_confidence if noisy_confidence is not None else [math.nan] * len(confidence)
+                for name, value in rollout_stats(confidence, nc).items():
+                    if math.isfinite(value):
+                        log_metric(f"cdrl/{name}", value)
+        return out
+
+    return wrapped
+
+
+def build_trainer(cdrl_cfg: CDRLConfig, grpo_cfg, dataset=None):
+    """The GRPOTrainer of a CDRL run (not yet trained); its rollout function is ``trainer.cdrl_rollout``."""
+    import trl
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from catts.models import resolve_model_path
+
+    if dataset is None:
+        dataset = build_dataset(cdrl_cfg)
+    path = resolve_model_path(cdrl_cfg.model)
+    processor = AutoProcessor.from_pretrained(path)
+    model = AutoModelForImageTextToText.from_pretrained(path)
+    funcs, weights = cdrl_rewards(cdrl_cfg.perception_alpha, cdrl_cfg.perception_beta,
+                                  calibration=cdrl_cfg.calibration, num_generations=grpo_cfg.num_generations)
+    funcs = list(funcs)
+    funcs[1] = _logging(funcs[1])
+    grpo_cfg.reward_weights = list(weights)
+    grpo_cfg.remove_unused_columns = False
+    rollout = make_rollout(dataset, processor, confidence_kind=cdrl_cfg.confidence_kind, c_prime=cdrl_cfg.c_prime,
+                           seed=grpo_cfg.seed)
+    trainer = trl.GRPOTrainer(model=model, reward_funcs=funcs, args=grpo_cfg, train_dataset=dataset,
+                              processing_class=processor, rollout_func=rollout)
+    trainer.cdrl_rollout = rollout
+    return trainer
+
+
+def train_cdrl(cdrl_cfg: CDRLConfig, grpo_cfg, *, trainer_hook: Callable | None = None) -> Path:
+    """Train and save (see the module); returns ``grpo_cfg.output_dir``. ``trainer_hook(trainer)`` is called
+    before training (tests use it to watch the trainer)."""
+    trainer = build_trainer(cdrl_cfg, grpo_cfg)
+    if trainer_hook is not None:
+        trainer_hook(trainer)
+    trainer.train()
+    out = Path(grpo_cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    trainer.save_model(str(out))
+    trainer.processing_class.save_pretrained(str(out))
+    trainer.state.save_to_json(str(out / "trainer_state.json"))
+    (out / "cdrl_config.json").write_text(json.dumps(asdict(cdrl_cfg), indent=2))
+    with open(out / "rollouts.jsonl", "w") as f:
+        f.writelines(json.dumps(rec) + "\n" for rec in trainer.cdrl_rollout.history)
+    return out
