@@ -306,9 +306,6 @@ def tts_cmd(
         check_data_spec(spec)
     cfg.validate()
     from catts.models.openai_backend import is_openai
-    if is_openai(model) and "self-check" in cfg.modules:
-        raise UsageError(f"--model {model}: a server cannot run the self-check (contrastive decoding between two "
-                         "images); leave it out with --modules self-consistency,reflection")
     if is_openai(expert) and voter == "likelihood":
         raise UsageError(f"--expert {expert}: a server cannot score given answers; use --voter generative")
     ident = check_model(model, device, dtype, max_pixels, base_url)

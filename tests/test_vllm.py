@@ -86,6 +86,28 @@ def test_greedy_answers_and_logprobs_equal_transformers(server, samples):
         assert a.top_tokens[0][0] == b.top_tokens[0][0]
 
 
+def test_contrastive_decoding_approx_against_exact(server, samples):
+    """The self-check through the server (two top-20 lists per step, records say approx) against the exact
+    paired decoding of the transformers backend, on images where the tiny model is unsure."""
+    from catts.models.backend import ContrastiveParams, Prompt
+    from catts.perception.degrade import degrade
+
+    seen = [[degrade(im, "diffusion", 571, seed=0, key=s.id) for im in s.load_images()] for s in samples[:6]]
+    prompts = [to_prompt(s, ims) for s, ims in zip(samples, seen)]
+    noised = [Prompt([degrade(im, "diffusion", 500, seed=1, key=p.key) for im in p.images], p.text, key=p.key)
+              for p in prompts]
+    params = ContrastiveParams(max_new_tokens=48)
+    approx = OpenAIBackend("openai:tiny", [server.url]).contrastive_generate(prompts, noised, params)
+    exact = load_backend("tiny").contrastive_generate(prompts, noised, params)
+    assert all(a.meta["contrastive"] == "approx" and "error" not in a.meta for a in approx)
+    same = sum(a.text == e.text for a, e in zip(approx, exact))
+    assert same >= 5, [(a.text, e.text) for a, e in zip(approx, exact)]
+    for a, e in zip(approx, exact):
+        if a.text == e.text:  # a token missing from the noised top 20 gets its k-th log-prob: a lower bound score
+            diff = np.array(a.meta["contrastive_scores"][:-1]) - np.array(e.meta["contrastive_scores"][:-1])
+            assert np.all(diff <= 2e-3) and np.mean(np.abs(diff) < 2e-3) > 0.8
+
+
 def test_sampling_nested_and_seeded(server, samples):
     backend = OpenAIBackend("openai:tiny", [server.url, server.url])  # two "servers": requests spread
     prompts = [to_prompt(s) for s in samples[:3]]

@@ -18,7 +18,8 @@ first). The key comes from the environment variable named by ``api_key_env`` (de
 servers' URLs only.
 
 What a server cannot do, ``capabilities`` says: no full next-token distribution, no teacher-forced
-scoring of given text (``score``), no exact contrastive decoding.
+scoring of given text (``score``); contrastive decoding only approximately, from the two top-20 lists
+of each step (``contrastive_generate``, records say ``approx``).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class _Loop:
 class OpenAIBackend:
     """An OpenAI-compatible chat-completions endpoint (or several) as a catts backend."""
 
-    capabilities = Capabilities(contrastive="none", full_distribution=False, prefix_cache=False)
+    capabilities = Capabilities(contrastive="approx", full_distribution=False, prefix_cache=False)
 
     def __init__(self, model: str, base_urls: Sequence[str], *, api_key_env: str = "OPENAI_API_KEY",
                  concurrency: int = 16, timeout: float = 120.0, max_retries: int = 5,
@@ -169,8 +170,74 @@ class OpenAIBackend:
 
     def contrastive_generate(self, prompts: Sequence[Prompt], noised: Sequence[Prompt],
                              params: ContrastiveParams) -> list[Trace]:
-        raise NotImplementedError(f"{self.name}: contrastive decoding needs per-step control of two contexts; "
-                                  "run the self-check on a local model, or leave it out (--modules)")
+        """Greedy contrastive decoding from the two top-20 lists per step (``approx_contrastive_step``).
+
+        Each step asks both contexts for one token, the answer so far sent as a partial assistant message
+        (``continue_final_message``, vLLM and SGLang); the server re-tokenises that text, one more reason the
+        result is ``approx``. The trace's log-probabilities are the original context's."""
+        pairs = list(zip(prompts, noised, strict=True))
+
+        async def run_all() -> list[Trace]:
+            return list(await asyncio.gather(*[self._contrast(p, q, params) for p, q in pairs]))
+        return self._loop.run(run_all())
+
+    async def _step(self, prompt: Prompt, text: str):
+        client = self._clients[next(self._next)]
+        messages = chat_messages(prompt, self.max_pixels)
+        if text:
+            messages.append({"role": "assistant", "content": text})
+        reply = await client.chat.completions.create(
+            model=self.model, messages=messages, max_tokens=1, temperature=0.0, logprobs=True, top_logprobs=20,
+            extra_body={"continue_final_message": bool(text), "add_generation_prompt": not text})
+        choice = reply.choices[0]
+        content = (choice.logprobs.content if choice.logprobs is not None else None) or []
+        return choice, (content[0] if content else None)
+
+    async def _contrast(self, prompt: Prompt, noised: Prompt, params: ContrastiveParams) -> Trace:
+        from catts.models.contrastive import approx_contrastive_step
+
+        k = min(params.top_logprobs, 20)
+        text, tokens, lps, tops, top_tokens, scores, finish = "", [], [], [], [], [], "length"
+        ids: dict[str, int] = {}
+        sem = self._contrast_sem = getattr(self, "_contrast_sem", None) or asyncio.Semaphore(self.concurrency)
+        try:
+            for _ in range(params.max_new_tokens):
+                async with sem:
+                    (ci, ti), (_, tn) = await asyncio.gather(self._step(prompt, text), self._step(noised, text))
+                if ti is None:  # nothing generated: the context is finished
+                    finish = "stop"
+                    break
+                li = sorted(((x.logprob, x.token) for x in ti.top_logprobs), key=lambda p: -p[0])[:k]
+                ln = sorted(((x.logprob, x.token) for x in (tn.top_logprobs if tn else [])), key=lambda p: -p[0])
+                idx = [ids.setdefault(t, len(ids)) for _, t in li]
+                nidx = [ids.setdefault(t, len(ids)) for _, t in ln] or idx
+                chosen, score = approx_contrastive_step(idx, [lp for lp, _ in li], nidx,
+                                                        [lp for lp, _ in ln] or [lp for lp, _ in li],
+                                                        params.alpha, params.beta)
+                token = next(t for t, i in ids.items() if i == chosen)
+                ended = ci.finish_reason == "stop" and token == ti.token and not (ci.message.content or "")
+                tokens.append("" if ended else token)
+                lps.append(dict((t, lp) for lp, t in li)[token])
+                tops.append([lp for lp, _ in li] + [-np.inf] * (k - len(li)))
+                top_tokens.append([t for _, t in li])
+                scores.append(float(score))
+                if ended:
+                    finish = "stop"
+                    break
+                text += token
+                if params.stop and any(s_ in text for s_ in params.stop):
+                    finish = "stop"
+                    break
+        except Exception as e:  # noqa: BLE001 - the sample's error, after the client's retries
+            return Trace("", [], np.zeros(0, np.float32), np.zeros((0, k), np.float32), np.zeros((0, k), np.int64),
+                         finish_reason="error", meta={"error": f"{type(e).__name__}: {_short(e)}",
+                                                      "contrastive": "approx"})
+        T = len(tokens)
+        return Trace(text=text, token_ids=[-1] * T, logprobs=np.array(lps, np.float32),
+                     top_logprobs=np.array(tops, np.float32).reshape(T, k), top_ids=np.full((T, k), -1, np.int64),
+                     finish_reason=finish, tokens=tokens, top_tokens=top_tokens,
+                     meta={"token_ids": "absent", "contrastive": "approx", "alpha": params.alpha,
+                           "beta": params.beta, "contrastive_scores": scores})
 
 
 def _short(e: Exception) -> str:
