@@ -125,7 +125,12 @@ def run_schedule(q: Question, s: Schedule) -> Outcome | Needs:
         return needs
     vote = final_vote(v_int, voter, reflect_answer, check_answer, s.taus)
     return Outcome(vote.answer, vote.confidence, tokens, calls,
-                   {"leader": leader, "reflect": reflect_answer, "check": check_answer, "voter_ok": voter_ok})
+                   {"leader": leader, "reflect": reflect_answer, "check": check_answer, "voter_ok": voter_ok,
+                    "v_int": _rounded(v_int), "voter": _rounded(voter or {}), "votes": _rounded(vote.table)})
+
+
+def _rounded(table: dict) -> dict:
+    return {k: round(float(v), 6) for k, v in table.items()}
 
 
 def gate_confidence(q: Question, expert: str, v_int: dict, voter: dict | None, leader: str | None,
