@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Sequence
 
 from catts.data import Sample
+from catts.jobs import shard
 from catts.jobs.ask import Item, Timer, ask
 from catts.jobs.progress import Progress
 from catts.jobs.rundir import RunDir
@@ -45,8 +46,9 @@ def evaluate(backend: Backend, samples: Sequence[Sample], out: str | Path, *, ma
     progress = progress or Progress()
     t_start = time.perf_counter()
     data = (config or {}).get("data", "")
+    sh = shard.session(out)  # None in a plain process (WORLD_SIZE unset or 1)
     run = RunDir(out, {"task": "eval", **backend_identity(backend), "max_new_tokens": max_new_tokens,
-                       **(config or {})}, overwrite=overwrite)
+                       **(config or {})}, overwrite=overwrite) if sh is None or sh.main else None
     seen: set[str] = set()
     items, dup_errors = [], []
     for s in samples:
@@ -57,6 +59,17 @@ def evaluate(backend: Backend, samples: Sequence[Sample], out: str | Path, *, ma
         seen.add(s.id)
         items.append(Item(s, key=s.id))
     errors = load_error_records(data, [*load_errors, *dup_errors])
+    if sh is not None:  # accelerate launch / torchrun: this process's share, records merged by rank 0
+        order = [it.key for it in items]
+        done = sh.start(run, order, overwrite,
+                        lambda: run.append([e for e in errors if e["key"] not in run.done_keys()]))
+        todo = sh.take([it for it in items if it.key not in done])
+        return _finish_shard(sh, backend, run, items, errors, todo, order, max_new_tokens, batch, progress, t_start)
+    if shard.rank_files(run.path):  # a killed sharded run's leftovers (never there otherwise)
+        if overwrite:
+            shard.remove_rank_files(run.path)
+        else:
+            shard.absorb(run, [it.key for it in items])
     done = run.done_keys()
     run.append([e for e in errors if e["key"] not in done])
     todo = [it for it in items if it.key not in done]
@@ -70,6 +83,27 @@ def evaluate(backend: Backend, samples: Sequence[Sample], out: str | Path, *, ma
     summary["timing"] = {"wall_seconds_this_session": round(time.perf_counter() - t_start, 2),
                          "model_seconds_this_session": round(timer.model, 2)}
     run.write_summary(summary)
+    progress.close()
+    return summary
+
+
+def _finish_shard(sh, backend, run, items, errors, todo, order, max_new_tokens, batch, progress, t_start) -> dict:
+    """The rest of :func:`evaluate` in one process of a sharded run: every rank returns rank 0's summary."""
+    progress.phase(f"eval {backend.name} (rank {sh.rank}/{sh.size})", total=len(todo), done=0)
+    timer = Timer()
+    ask(backend, todo, SamplingParams(n=1, temperature=0.0, max_new_tokens=max_new_tokens), sh.writer,
+        chunk=batch or max(1, getattr(backend, "batch_size", 16)), progress=progress, timer=timer)
+    sh.finish(run, order)
+    model_seconds = sum(sh.gather(timer.model))
+    summary = None
+    if sh.main:
+        wanted = {it.key for it in items} | {e["key"] for e in errors}
+        summary = summarize_eval([r for r in run.records() if r["key"] in wanted])
+        summary["timing"] = {"wall_seconds_this_session": round(time.perf_counter() - t_start, 2),
+                             "model_seconds_this_session": round(model_seconds, 2), "processes": sh.size}
+        run.write_summary(summary)
+    summary = sh.share(summary)
+    sh.close()
     progress.close()
     return summary
 

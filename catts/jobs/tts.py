@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
 
+from catts.jobs import shard
 from catts.jobs.ask import Item, base_record, error_record
 from catts.jobs.eval import load_error_records
 from catts.jobs.probe import Dataset, _Prepare, record_key
@@ -242,12 +243,27 @@ def run_tts(base: Backend, experts: dict[str, Backend], cfg: TTSConfig, out: str
     if cfg.voter == "likelihood" and "base" in experts and not base.capabilities.teacher_forcing:
         experts = {k: v for k, v in experts.items() if k != "base"}  # no base-as-expert ablation it cannot run
     progress = progress or Progress()
-    run = RunDir(out, identity or {"task": "tts", **asdict(cfg)}, overwrite=overwrite)
-    done = run.done_keys()
-    for ds in datasets:
-        run.append([e for e in load_error_records(ds.spec, ds.errors) if e["key"] not in done])
+    sh = shard.session(out)  # None in a plain process (WORLD_SIZE unset or 1)
+    run = RunDir(out, identity or {"task": "tts", **asdict(cfg)}, overwrite=overwrite) if sh is None or sh.main \
+        else None
+    if sh is None:
+        if shard.rank_files(run.path):  # a killed sharded run's leftovers (never there otherwise)
+            if overwrite:
+                shard.remove_rank_files(run.path)
+            else:
+                shard.absorb(run, [it.key for it in items_of(datasets, cfg)])
+        done = run.done_keys()
+        for ds in datasets:
+            run.append([e for e in load_error_records(ds.spec, ds.errors) if e["key"] not in done])
+    else:  # accelerate launch / torchrun: rank 0 appends the load errors, each process takes its share
+        done = sh.start(run, [it.key for it in items_of(datasets, cfg)], overwrite, lambda: [
+            run.append([e for e in load_error_records(ds.spec, ds.errors) if e["key"] not in run.done_keys()])
+            for ds in datasets])
     items = items_of(datasets, cfg)
     todo = [it for it in items if it.key not in done]
+    if sh is not None:
+        todo = sh.take(todo)
+    sink = run if sh is None else sh.writer
     runner, prepare = Runner(base, experts, cfg), _Images(cfg, getattr(base, "max_pixels", None))
     chunks = [todo[i:i + chunk] for i in range(0, len(todo), chunk)]
     finished = len(items) - len(todo)
@@ -263,14 +279,36 @@ def run_tts(base: Backend, experts: dict[str, Backend], cfg: TTSConfig, out: str
             if qs:
                 runner.modules(qs, progress, finished, len(items))
                 records += [question_record(q, got) for q, got in zip(qs, runner.outcomes(qs))]
-            run.append(records)
+            sink.append(records)
             finished += len(part)
             progress.advance(len(part))
+    if sh is not None:
+        return _finish_shard(sh, run, items, cfg, datasets, runner, t0)
     wanted = {it.key for it in items}
     records = [r for r in run.records() if r["key"] in wanted or r.get("stage") == "load"]
     timing = {"seconds": round(time.perf_counter() - t0, 2), "model_seconds": {k: round(v, 2) for k, v in
                                                                                runner.timer.items()}}
     return write_report(run, records, cfg, timing, n_input_rows=len(items) + sum(len(d.errors) for d in datasets))
+
+
+def _finish_shard(sh, run, items, cfg, datasets, runner, t0) -> dict:
+    """The end of :func:`run_tts` in one process of a sharded run: rank 0 merges and reports; every
+    rank returns rank 0's summary."""
+    from catts.tts.report import write_report
+
+    sh.finish(run, [it.key for it in items])
+    model_seconds = sum(sh.gather(runner.timer), Counter())
+    summary = None
+    if sh.main:
+        wanted = {it.key for it in items}
+        records = [r for r in run.records() if r["key"] in wanted or r.get("stage") == "load"]
+        timing = {"seconds": round(time.perf_counter() - t0, 2), "processes": sh.size,
+                  "model_seconds": {k: round(v, 2) for k, v in model_seconds.items()}}
+        summary = write_report(run, records, cfg, timing,
+                               n_input_rows=len(items) + sum(len(d.errors) for d in datasets))
+    summary = sh.share(summary)
+    sh.close()
+    return summary
 
 
 def _prepare_chunk(items: Sequence[Item], prepare: _Images) -> list:
