@@ -246,20 +246,24 @@ def run_tts(base: Backend, experts: dict[str, Backend], cfg: TTSConfig, out: str
     sh = shard.session(out)  # None in a plain process (WORLD_SIZE unset or 1)
     run = RunDir(out, identity or {"task": "tts", **asdict(cfg)}, overwrite=overwrite) if sh is None or sh.main \
         else None
+    items = items_of(datasets, cfg)
+    order = [it.key for it in items]
+
+    def record_load_errors() -> None:
+        done = run.done_keys()
+        for ds in datasets:
+            run.append([e for e in load_error_records(ds.spec, ds.errors) if e["key"] not in done])
+
     if sh is None:
         if shard.rank_files(run.path):  # a killed sharded run's leftovers (never there otherwise)
             if overwrite:
                 shard.remove_rank_files(run.path)
             else:
-                shard.absorb(run, [it.key for it in items_of(datasets, cfg)])
+                shard.absorb(run, order)
+        record_load_errors()
         done = run.done_keys()
-        for ds in datasets:
-            run.append([e for e in load_error_records(ds.spec, ds.errors) if e["key"] not in done])
-    else:  # accelerate launch / torchrun: rank 0 appends the load errors, each process takes its share
-        done = sh.start(run, [it.key for it in items_of(datasets, cfg)], overwrite, lambda: [
-            run.append([e for e in load_error_records(ds.spec, ds.errors) if e["key"] not in run.done_keys()])
-            for ds in datasets])
-    items = items_of(datasets, cfg)
+    else:  # accelerate launch / torchrun: rank 0 records the load errors, each process takes its share
+        done = sh.start(run, order, overwrite, record_load_errors)
     todo = [it for it in items if it.key not in done]
     if sh is not None:
         todo = sh.take(todo)
