@@ -83,3 +83,20 @@ def test_log_progress_prints_at_a_steady_interval(caplog):
     assert lines[0].startswith("answering: started") and lines[-1].startswith("answering: finished")
     ticks = [m for m in lines if "/100" in m]
     assert len(ticks) == 10 and ticks[0].startswith("answering: 10/100 (10%)") and "left" in ticks[0]
+
+
+def test_log_progress_heartbeat_during_one_long_step(caplog):
+    """A phase held by one long call (no advance) still prints a line every interval, off a terminal."""
+    import time
+
+    p = LogProgress(interval=0.2)
+    with caplog.at_level(logging.INFO, logger="catts"):
+        p.phase("sampling", total=4)
+        time.sleep(0.7)  # one model call that takes a while
+        p.advance(4)
+        p.close()
+        time.sleep(0.3)  # no beat after the job is over
+    lines = [r.getMessage() for r in caplog.records]
+    beats = [m for m in lines if m.endswith("(still running)")]
+    assert len(beats) >= 2 and beats[0].startswith("sampling: 0/4")
+    assert lines[-1].startswith("sampling: finished")

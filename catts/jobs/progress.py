@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 
 log = logging.getLogger("catts")
@@ -36,26 +37,41 @@ class Progress:
 
 
 class LogProgress(Progress):
-    """One log line per phase start and end, and one every ``interval`` seconds in between."""
+    """One log line per phase start and end, and one every ``interval`` seconds in between: on the steps
+    that pass it, and from a heartbeat thread while a long step (one big model call) holds the job."""
 
-    def __init__(self, interval: float = 30.0, clock=time.monotonic):
+    def __init__(self, interval: float = 30.0, clock=time.monotonic, heartbeat: bool | None = None):
         self.interval, self.clock = interval, clock
         self.name, self.total, self.done = "", None, 0
         self.started = self.last = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        if heartbeat if heartbeat is not None else clock is time.monotonic:
+            threading.Thread(target=self._beat, daemon=True, name="catts-progress").start()
 
     def phase(self, name: str, total: int | None = None, done: int = 0) -> None:
-        self._finish()
-        self.name, self.total, self.done = name, total, done
-        self.started = self.last = self.clock()
-        log.info("%s: started%s", name, f" ({done}/{total} already done)" if done else
-                 (f" ({total} steps)" if total else ""))
+        with self._lock:
+            self._finish()
+            self.name, self.total, self.done = name, total, done
+            self.started = self.last = self.clock()
+            log.info("%s: started%s", name, f" ({done}/{total} already done)" if done else
+                     (f" ({total} steps)" if total else ""))
 
     def advance(self, k: int = 1) -> None:
-        self.done += k
-        now = self.clock()
-        if now - self.last >= self.interval:
-            self.last = now
-            log.info("%s", self.line(now))
+        with self._lock:
+            self.done += k
+            now = self.clock()
+            if now - self.last >= self.interval:
+                self.last = now
+                log.info("%s", self.line(now))
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval / 4):
+            with self._lock:
+                now = self.clock()
+                if self.name and now - self.last >= self.interval:
+                    self.last = now
+                    log.info("%s (still running)", self.line(now))
 
     def line(self, now: float) -> str:
         elapsed = now - self.started
@@ -71,7 +87,9 @@ class LogProgress(Progress):
             self.name = ""
 
     def close(self) -> None:
-        self._finish()
+        self._stop.set()
+        with self._lock:
+            self._finish()
 
 
 class RichProgress(Progress):
