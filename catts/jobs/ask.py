@@ -85,7 +85,8 @@ def grade(trace: Trace, gold: str, answer_type: str, options: Sequence[str] = ()
     conf["trace_prob"] = trace_probability(trace)
     if cmap is not None:
         conf["c_mapped"] = float(cmap(conf["mean"])) if np.isfinite(conf["mean"]) else None
-    return {"prediction": ext.answer, "extraction": ext.method, "unparsed_reason": ext.reason or None,
+    return {"prediction": ext.answer, "extraction": ext.method, "raw_answer": ext.raw or None,
+            "unparsed_reason": ext.reason or None,
             "n_boxes": ext.n_boxes, "answer_span": list(ext.span) if ext.span else None,
             "correct": task.match(ext, sample) if task is not None else answers_match(ext.answer, gold, answer_type),
             "confidence": conf,
@@ -93,8 +94,8 @@ def grade(trace: Trace, gold: str, answer_type: str, options: Sequence[str] = ()
             "logprob_source": trace.logprob_source, "text": trace.text}
 
 
-GRADED_FIELDS = ("prediction", "extraction", "unparsed_reason", "n_boxes", "answer_span", "correct", "confidence",
-                 "num_tokens", "finish_reason", "logprob_source", "text")
+GRADED_FIELDS = ("prediction", "extraction", "raw_answer", "unparsed_reason", "n_boxes", "answer_span", "correct",
+                 "confidence", "num_tokens", "finish_reason", "logprob_source", "text")
 
 
 def regrade_record(record: dict, trace: Trace, cmap=None) -> dict:

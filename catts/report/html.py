@@ -205,7 +205,8 @@ def eval_body(run: Path, s: dict) -> list[str]:
     head = [["input rows", s.get("n_input_rows", "n/a")], ["answered", s["n"]], ["errors", s.get("n_errors", 0)],
             ["parsed", s.get("n_parsed", "n/a")],
             ["accuracy (all answers)", num(s["accuracy"]) + (f" (95% CI {num(ci[0])} to {num(ci[1])})" if ci else "")],
-            ["accuracy (parsed answers)", num(s.get("accuracy_parsed"))], ["unparsed rate", num(s.get("unparsed_rate"))],
+            ["accuracy (parsed answers)", num(s.get("accuracy_parsed"))],
+            ["unparsed rate", num(s.get("unparsed_rate"))],
             ["mean tokens", num(s.get("mean_tokens"), 1)]]
     for scope in ("all", "parsed"):
         cal = dig(s, "calibration", "answer_prob", scope) or {}

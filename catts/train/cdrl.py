@@ -46,8 +46,8 @@ class CDRLConfig:
     calibration: str = field(default="spec", metadata={"help": "spec or brier"})
     confidence_kind: str = field(default="mean", metadata={"help": "the confidence C (catts.train.rewards)"})
     c_prime: str = field(default="paired", metadata={
-        "help": "paired (the spec: C' of G rollouts sampled on the noisy image) or teacher_forced (the option: the same "
-                "completion scored on the noisy image; cheaper, lower variance)"})
+        "help": "paired (the spec: C' of G rollouts sampled on the noisy image) or teacher_forced (the option: "
+                "the same completion scored on the noisy image; cheaper, lower variance)"})
     limit: int = field(default=0, metadata={"help": "use at most this many samples per data spec (0: all)"})
     max_pixels: int = field(default=0, metadata={"help": "shrink images above this many pixels (0: keep)"})
     pair_seed: int = field(default=0, metadata={"help": "seed of the noise"})

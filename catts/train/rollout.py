@@ -194,7 +194,8 @@ class Rollout:
     @staticmethod
     def prompt_ids(backend, prompt: Prompt) -> list[int]:
         """The prompt's token ids as the processor encodes the chat-templated text with its image."""
-        enc = backend.processor(text=[backend.chat_text(prompt)], images=[list(prompt.images)] if prompt.images else None,
+        images = [list(prompt.images)] if prompt.images else None
+        enc = backend.processor(text=[backend.chat_text(prompt)], images=images,
                                 return_tensors="pt")
         return enc["input_ids"][0].tolist()
 

@@ -19,7 +19,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
-from catts.answers import extract_answer
 from catts.data.benchmarks import task_of
 from catts.jobs.ask import Item, grade
 from catts.models.backend import Backend, ContrastiveParams, Prompt, SamplingParams, Trace
@@ -67,24 +66,24 @@ class Question:
                       if text is None else text, key=self.item.key, turns=turns)
 
     def box_of(self, answer: str) -> str:
-        """The box content the voter scores for ``answer``: the most common one among the samples that
-        gave it (the base model's own way of writing it), else how a prompt shows it."""
-        raws = Counter(s["raw"] for s in self.samples if s["prediction"] == answer and s.get("raw"))
-        return raws.most_common(1)[0][0] if raws else P.display_answer(answer, self.sample.options)
+        """The box content the voter scores for ``answer``: that of the first sample that gave it (the base
+        model's own way of writing it), else how a prompt shows it. The first, so that it is the same at
+        every N whose samples hold the answer (the nested N of a scaling run)."""
+        raw = next((s["raw"] for s in self.samples if s["prediction"] == answer and s.get("raw")), None)
+        return raw or P.display_answer(answer, self.sample.options)
 
 
-def compact(graded: dict, trace: Trace, sample) -> dict:
+def compact(graded: dict, trace: Trace) -> dict:
     """What a record keeps of one graded trace (the text too, so a run can be regraded)."""
-    ext_raw = extract_answer(trace.text, sample.answer_type, sample.options).raw
     return {"prediction": graded["prediction"], "correct": graded["correct"], "extraction": graded["extraction"],
-            "raw": ext_raw or None, "confidence": {k: graded["confidence"].get(k) for k in CONFIDENCE_KEYS},
+            "raw": graded["raw_answer"], "confidence": {k: graded["confidence"].get(k) for k in CONFIDENCE_KEYS},
             "num_tokens": graded["num_tokens"], "finish_reason": graded["finish_reason"], "text": graded["text"],
             **({"error": trace.meta["error"]} if trace.meta.get("error") else {})}
 
 
 def _grade(q: Question, trace: Trace) -> dict:
     s = q.sample
-    return compact(grade(trace, s.answer, s.answer_type, s.options, task=task_of(s), sample=s), trace, s)
+    return compact(grade(trace, s.answer, s.answer_type, s.options, task=task_of(s), sample=s), trace)
 
 
 def _call(name: str, reqs: Sequence, fn: Callable[[Sequence], list], timer: Counter,
@@ -200,12 +199,13 @@ def generative_votes(expert_name: str, expert: Backend, requests: Sequence[tuple
 
 
 def _first_answer(q: Question, lead: str) -> str:
-    """The base model's own answer for the leader (its most confident sample giving it) as the first turn."""
-    own = [s for s in q.samples if s["prediction"] == lead]
-    best = max(own, key=lambda s: s["confidence"]["mean"] or 0.0) if own else None
-    if best is None and q.greedy and q.greedy["prediction"] == lead:
-        best = q.greedy
-    return best["text"] if best else P.candidate_continuation(P.display_answer(lead, q.sample.options))
+    """The base model's own answer for the leader as the first turn: its greedy answer if that is the
+    leader, else its first sample giving it, so that one critique-and-reflection serves every N (and
+    every variant) with that leader."""
+    if q.greedy and q.greedy["prediction"] == lead:
+        return q.greedy["text"]
+    first = next((s for s in q.samples if s["prediction"] == lead), None)
+    return first["text"] if first else P.candidate_continuation(P.display_answer(lead, q.sample.options))
 
 
 def reflect(expert_name: str, expert: Backend, base: Backend, requests: Sequence[tuple[Question, str]],

@@ -210,7 +210,8 @@ def baselines(q: Question, n: int, deepconf_keep: float = 0.1) -> dict[str, Outc
     result = {"pass@1": Outcome(g["prediction"], g["confidence"].get("answer_prob") or 0.0, g["num_tokens"], 1, {}),
               "majority": out(majority_vote(answers))}
     best = best_of_n(answers, [s["confidence"]["mean"] for s in samples])
-    picked = next((s for s in samples if s["prediction"] == best.answer), None)  # its answer probability
+    own = [s for s in samples if s["prediction"] == best.answer]  # the chosen trace: the most confident (first)
+    picked = max(own, key=lambda s: s["confidence"]["mean"]) if own else None
     result["best-of-n"] = out(best, (picked or {}).get("confidence", {}).get("answer_prob") or 0.0)
     for name, key in (("bottom10", "bottom10"), ("tail", "tail")):
         for label, keep in (("low", deepconf_keep), ("high", 0.9)):
