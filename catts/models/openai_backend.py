@@ -178,7 +178,8 @@ class OpenAIBackend:
         pairs = list(zip(prompts, noised, strict=True))
 
         async def run_all() -> list[Trace]:
-            return list(await asyncio.gather(*[self._contrast(p, q, params) for p, q in pairs]))
+            sem = asyncio.Semaphore(self.concurrency)
+            return list(await asyncio.gather(*[self._contrast(sem, p, q, params) for p, q in pairs]))
         return self._loop.run(run_all())
 
     async def _step(self, prompt: Prompt, text: str):
@@ -193,13 +194,13 @@ class OpenAIBackend:
         content = (choice.logprobs.content if choice.logprobs is not None else None) or []
         return choice, (content[0] if content else None)
 
-    async def _contrast(self, prompt: Prompt, noised: Prompt, params: ContrastiveParams) -> Trace:
+    async def _contrast(self, sem: asyncio.Semaphore, prompt: Prompt, noised: Prompt,
+                        params: ContrastiveParams) -> Trace:
         from catts.models.contrastive import approx_contrastive_step
 
         k = min(params.top_logprobs, 20)
         text, tokens, lps, tops, top_tokens, scores, finish = "", [], [], [], [], [], "length"
         ids: dict[str, int] = {}
-        sem = self._contrast_sem = getattr(self, "_contrast_sem", None) or asyncio.Semaphore(self.concurrency)
         try:
             for _ in range(params.max_new_tokens):
                 async with sem:
