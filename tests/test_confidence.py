@@ -55,7 +55,7 @@ def test_minus_infinity_stays_finite():
 
 # ---- probability-valued confidences ---------------------------------------------------------
 from catts.answers import extract_answer  # noqa: E402
-from catts.confidence.answer import answer_probability, token_span, trace_probability  # noqa: E402
+from catts.confidence.answer import answer_probability, sequence_probability, token_span, trace_probability  # noqa: E402,E501
 from catts.confidence.mapping import ConfidenceMap  # noqa: E402
 from catts.models.backend import Trace  # noqa: E402
 
@@ -108,6 +108,8 @@ def test_open_answer_prob_is_span_probability():
     t = _trace(["I", " \\boxed{", "1", "2", "}"], [-0.5, -0.1, math.log(0.5), math.log(0.8), -0.2], tops)
     assert answer_probability(t, "number") == pytest.approx(0.5 * 0.8)
     assert trace_probability(t) == pytest.approx(math.exp(np.mean([-0.5, -0.1, math.log(0.5), math.log(0.8), -0.2])))
+    # the whole completion's probability: the product, not the geometric mean
+    assert sequence_probability(t) == pytest.approx(math.exp(-0.5 - 0.1 - 0.2) * 0.5 * 0.8)
     no_box = _trace(["I", " think"], [-0.1, -0.1], [[("I", -0.1)], [(" think", -0.1)]])
     assert answer_probability(no_box, "number") is None  # unparsed: no probability
 

@@ -268,6 +268,7 @@ def test_completion_confidence():
         pytest.approx(2 / 3)
     # trace probability exp(mean log p) = exp((-0.01 + log 0.6 - 0.02) / 3)
     assert completion_confidence(trace, "trace_prob") == pytest.approx(math.exp(lp.mean()))
+    assert completion_confidence(trace, "sequence_prob") == pytest.approx(math.exp(lp.sum()))
     assert completion_confidence(trace) == pytest.approx(-trace.top_logprobs.mean(axis=1).mean())
     unparsed = Trace(text="B", token_ids=[1], logprobs=np.array([-0.1]), top_logprobs=np.array([[-0.1, -2.0]]),
                      top_ids=np.array([[1, 2]]), tokens=["B"], top_tokens=[["B", "A"]])
@@ -323,6 +324,43 @@ def test_build_pairs_deterministic_in_seed(shapes):
     d = build_pairs(shapes[:1], noise="diffusion", level=[100, 999])
     assert d["pair_id"] == [f"{shapes[0].id}@100", f"{shapes[0].id}@999"] and d["level"] == [100, 999]
     assert np.any(_pixels(d[0]["noisy_image"]) != _pixels(d[0]["image"]), axis=-1).mean() > 0.5
+
+
+def test_build_pairs_original_levels(shapes):
+    from catts.perception.degrade import degrade
+    from catts.train.pairs import build_pairs
+
+    ds = build_pairs(shapes[:1], noise="diffusion", level=856, original_levels=[0, 999])
+    s = shapes[0]
+    assert ds["pair_id"] == [f"{s.id}@0/856", f"{s.id}@999/856"] and ds["original_level"] == [0, 999]
+    clean = _pixels(s.load_images()[0])
+    assert np.array_equal(_pixels(ds[0]["image"]), clean)
+    # the degraded original is the clean image at t = 999 (its own noise), the noisy image noises it further
+    expected = _pixels(degrade(s.load_images()[0], "diffusion", 999, seed=0, key=f"{s.id}/original"))
+    assert np.array_equal(_pixels(ds[1]["image"]), expected)
+    assert not np.array_equal(_pixels(ds[1]["noisy_image"]), expected)
+    with pytest.raises(ValueError, match="original level"):
+        build_pairs(shapes[:1], original_levels=[])
+
+
+def test_build_pairs_repeated_question_on_one_image(shapes):
+    from dataclasses import replace
+
+    from catts.train.pairs import build_pairs
+    from catts.train.rollout import PairLookup
+
+    s = shapes[0]
+    twin = replace(s, id=s.id + "-twin")
+    ds = build_pairs([s, twin])
+    assert ds["sample_id"] == [s.id]       # one rollout prompt; the rollout could not tell the two apart
+    PairLookup(ds)
+    other = ("B" if s.answer == "A" else "A") if s.answer_type == "choice" else s.answer + "-not"
+    clash = replace(s, id=s.id + "-clash", answer=other)
+    errors: list[dict] = []
+    assert build_pairs([s, clash], errors=errors)["sample_id"] == [s.id]
+    assert errors[0]["id"] == clash.id and "another answer" in errors[0]["error"]
+    with pytest.raises(DataError, match="another answer"):
+        build_pairs([s, clash])
 
 
 def test_build_pairs_skips_bad_images(shapes):

@@ -97,6 +97,14 @@ def answer_probability(trace: Trace, answer_type: str, options: Sequence[str] = 
     return float(math.exp(float(np.sum(trace.logprobs[steps[0]:steps[1]]))))
 
 
+def sequence_probability(trace: Trace) -> float:
+    """exp(sum log p) of the chosen tokens: the probability the model gives its whole completion (NaN for an empty
+    trace). Unlike the per-token means it is not diluted by the tokens that carry no choice (a template, a copied
+    answer), so it is the policy's own probability of answering exactly this way; it shrinks with length, so it
+    compares completions of similar length only (short answers, the tiny models)."""
+    return float(math.exp(float(np.sum(trace.logprobs)))) if trace.num_tokens else float("nan")
+
+
 def trace_probability(trace: Trace) -> float:
     """exp(mean log p) of the chosen tokens: the trace probability (NaN for an empty trace)."""
     return float(math.exp(float(np.mean(trace.logprobs)))) if trace.num_tokens else float("nan")

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catts.train.rewards import CALIBRATIONS, CONFIDENCE_KINDS, cdrl_rewards
+from catts.train.rewards import CALIBRATIONS, CONFIDENCE_KINDS, NORMALIZATIONS, cdrl_rewards
 from catts.train.rollout import C_PRIMES, make_rollout, rollout_stats
 
 
@@ -40,10 +40,16 @@ class CDRLConfig:
                             metadata={"help": "data specs (catts.data.load_data), e.g. shapes:train"})
     noise: str = field(default="key_region", metadata={"help": "key_region or diffusion"})
     level: list[int] = field(default_factory=lambda: [500], metadata={"help": "diffusion step(s) of the noise"})
+    original_level: list[int] = field(default_factory=lambda: [0], metadata={
+        "help": "diffusion step(s) of the originals (0: clean, the spec's; catts.train.pairs)"})
     perception_alpha: float = field(default=0.5, metadata={"help": "alpha: weight of the perception term"})
     perception_beta: float = field(default=0.1, metadata={
         "help": "beta inside tanh of the perception term (GRPOConfig's beta is the KL weight)"})
     calibration: str = field(default="spec", metadata={"help": "spec or brier"})
+    calibration_weight: float = field(default=1.0, metadata={
+        "help": "weight of the calibration term in the reward (1: the spec's sum)"})
+    normalize: str = field(default="group", metadata={
+        "help": "group (the spec's Cnorm: min-max within the G rollouts) or none (a probability-valued C as it is)"})
     confidence_kind: str = field(default="mean", metadata={"help": "the confidence C (catts.train.rewards)"})
     c_prime: str = field(default="paired", metadata={
         "help": "paired (the spec: C' of G rollouts sampled on the noisy image) or teacher_forced (the option: "
@@ -58,8 +64,12 @@ class CDRLConfig:
             self.data = [self.data]
         if isinstance(self.level, int):
             self.level = [self.level]
+        if isinstance(self.original_level, int):
+            self.original_level = [self.original_level]
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
+        if self.normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         if self.confidence_kind not in CONFIDENCE_KINDS:
             raise ValueError(f"confidence_kind must be one of {CONFIDENCE_KINDS}, got {self.confidence_kind!r}")
         if self.c_prime not in C_PRIMES:
@@ -89,7 +99,7 @@ def build_dataset(cfg: CDRLConfig, errors: list[dict] | None = None):
         raise ValueError(f"no samples in {cfg.data}")
     level = cfg.level[0] if len(cfg.level) == 1 else cfg.level
     return build_pairs(samples, noise=cfg.noise, level=level, seed=cfg.pair_seed, max_pixels=cfg.max_pixels or None,
-                       errors=errors)
+                       errors=errors, original_levels=cfg.original_level)
 
 
 def _logging(func: Callable) -> Callable:
@@ -124,10 +134,13 @@ def build_trainer(cdrl_cfg: CDRLConfig, grpo_cfg, dataset=None):
     processor = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(path)
     funcs, weights = cdrl_rewards(cdrl_cfg.perception_alpha, cdrl_cfg.perception_beta,
-                                  calibration=cdrl_cfg.calibration, num_generations=grpo_cfg.num_generations)
+                                  calibration=cdrl_cfg.calibration, normalize=cdrl_cfg.normalize,
+                                  num_generations=grpo_cfg.num_generations)
     funcs = list(funcs)
     funcs[1] = _logging(funcs[1])
-    grpo_cfg.reward_weights = list(weights)
+    weights = list(weights)
+    weights[3] *= cdrl_cfg.calibration_weight
+    grpo_cfg.reward_weights = weights
     grpo_cfg.remove_unused_columns = False
     rollout = make_rollout(dataset, processor, confidence_kind=cdrl_cfg.confidence_kind, c_prime=cdrl_cfg.c_prime,
                            seed=grpo_cfg.seed)

@@ -1,14 +1,15 @@
 """Original/noisy image pairs for CDRL (spec sections 4 and 5) as a ``datasets.Dataset`` that TRL's GRPOTrainer reads.
 
-One row per (sample, noise level), columns:
+One row per (sample, original level, noise level), columns:
 
 - ``prompt``: conversational, ``[{"role": "user", "content": [{"type": "image"}, {"type": "text", "text":
   build_prompt(sample)}]}]`` (TRL fills the image placeholder from the ``image`` column);
 - ``image``: the original image (RGB, after ``fit_image`` when ``max_pixels`` is given), ``noisy_image``: the same
   image noised; both stored as PNG (lossless), read back as PIL images;
 - ``answer``, ``answer_type``, ``options``: the gold answer and what ``catts.answers`` needs to grade against it;
-- ``pair_id``: the group key of the rewards (the sample id; ``id@level`` when several levels are asked for);
-- ``sample_id``, ``noise``, ``level``: where the row came from.
+- ``pair_id``: the group key of the rewards (the sample id; ``id@level`` when several noise levels are asked for,
+  ``id@original_level/level`` when several original levels are);
+- ``sample_id``, ``noise``, ``level``, ``original_level``: where the row came from.
 
 TRL forwards every column but ``prompt`` to the reward functions (and to a rollout function), so the rollout can
 score completions on ``noisy_image`` and the rewards can grade against ``answer``.
@@ -18,10 +19,17 @@ Noise (seeded by (seed, sample id, level), as everywhere in catts): ``key_region
 ranked by ``saliency`` (a function image -> 2-D array, e.g. ``catts.perception.saliency.load_saliency(...)``;
 None: the model-free spectral residual saliency); ``diffusion`` noises the whole image at step ``level``.
 The spec fixes no level for CDRL; the default 500 is our choice (mid-schedule; pass a list for several levels).
+
+Original levels (a catts extension, default ``(0,)``: the spec's clean originals): ``original_levels`` also makes rows
+whose *original* image is already degraded by diffusion at that step (its noisy image is the noise above applied on
+top). The spec's rollouts on the original are the only ones GRPO trains on, so clean originals alone never show the
+policy an image it cannot read: its confidence on such images is shaped only through the perception term's C'.
+Degraded originals put the calibration term where the model is wrong (see docs/cdrl.md for what that measured).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 from typing import Callable, Iterable, Sequence
 
@@ -36,7 +44,7 @@ from catts.prompts import build_prompt
 NOISES = ("key_region", "diffusion")
 DEFAULT_LEVEL = 500
 COLUMNS = ("prompt", "image", "noisy_image", "answer", "answer_type", "options", "pair_id", "sample_id", "noise",
-           "level")
+           "level", "original_level")
 
 
 def _features():
@@ -49,6 +57,7 @@ def _features():
         "image": ImageFeature(), "noisy_image": ImageFeature(),
         "answer": text, "answer_type": text, "options": [text],
         "pair_id": text, "sample_id": text, "noise": text, "level": Value("int32"),
+        "original_level": Value("int32"),
     })
 
 
@@ -75,13 +84,15 @@ def noisy_copy(image: Image.Image, noise: str, level: int, *, seed: int, key: st
 
 def build_pairs(samples: Iterable[Sample], *, noise: str = "key_region", level: int | Sequence[int] = DEFAULT_LEVEL,
                 seed: int = 0, fraction: float = 0.25, saliency: Callable[[Image.Image], np.ndarray] | None = None,
-                max_pixels: int | None = None, errors: list[dict] | None = None):
+                max_pixels: int | None = None, errors: list[dict] | None = None,
+                original_levels: Sequence[int] = (0,)):
     """Original/noisy pairs of ``samples`` as a ``datasets.Dataset`` with the module's columns, one row per
     (sample, level). Deterministic in ``seed``.
 
     A sample whose image does not load, or that has not exactly one image, is skipped and appended to ``errors``
     as ``{"id": sample id, "error": message}``; without an ``errors`` list it raises DataError (catts's reading
-    rule). ``fraction`` and ``saliency`` apply to ``key_region`` only.
+    rule). A sample repeating another's question and image is left out (with another gold answer it is an error).
+    ``fraction`` and ``saliency`` apply to ``key_region`` only.
     """
     from datasets import Dataset
 
@@ -90,7 +101,11 @@ def build_pairs(samples: Iterable[Sample], *, noise: str = "key_region", level: 
     levels = [level] if isinstance(level, (int, np.integer)) else list(level)
     if not levels:
         raise ValueError("give at least one noise level")
+    originals = [int(t) for t in original_levels]
+    if not originals:
+        raise ValueError("give at least one original level (0: the clean image)")
     rows: dict[str, list] = {c: [] for c in COLUMNS}
+    seen: dict[tuple[str, str], Sample] = {}
     for s in samples:
         try:
             images = s.load_images()
@@ -103,17 +118,31 @@ def build_pairs(samples: Iterable[Sample], *, noise: str = "key_region", level: 
                 raise
             errors.append({"id": s.id, "error": str(e)})
             continue
-        original = _png(image)
-        for lv in levels:
-            noisy = noisy_copy(image, noise, int(lv), seed=seed, key=s.id, fraction=fraction, saliency_map=sal)
-            rows["prompt"].append(conversational_prompt(s))
-            rows["image"].append(original)
-            rows["noisy_image"].append(_png(noisy))
-            rows["answer"].append(str(s.answer))
-            rows["answer_type"].append(s.answer_type)
-            rows["options"].append(list(s.options))
-            rows["pair_id"].append(s.id if len(levels) == 1 else f"{s.id}@{int(lv)}")
-            rows["sample_id"].append(s.id)
-            rows["noise"].append(noise)
-            rows["level"].append(int(lv))
+        # a repeated question on the same image is one rollout prompt (the rollout finds rows by prompt and image)
+        key = (build_prompt(s), hashlib.sha1(image.tobytes() + repr(image.size).encode()).hexdigest())
+        if key in seen:
+            if str(seen[key].answer) != str(s.answer):
+                message = f"sample {s.id!r} repeats the question and image of {seen[key].id!r} with another answer"
+                if errors is None:
+                    raise DataError(message)
+                errors.append({"id": s.id, "error": message})
+            continue
+        seen[key] = s
+        for t0 in originals:
+            base = degrade(image, "diffusion", t0, seed=seed, key=f"{s.id}/original") if t0 else image
+            original = _png(base)
+            for lv in levels:
+                noisy = noisy_copy(base, noise, int(lv), seed=seed, key=s.id, fraction=fraction, saliency_map=sal)
+                rows["prompt"].append(conversational_prompt(s))
+                rows["image"].append(original)
+                rows["noisy_image"].append(_png(noisy))
+                rows["answer"].append(str(s.answer))
+                rows["answer_type"].append(s.answer_type)
+                rows["options"].append(list(s.options))
+                pid = s.id if len(levels) == 1 else f"{s.id}@{int(lv)}"
+                rows["pair_id"].append(pid if len(originals) == 1 else f"{s.id}@{t0}/{int(lv)}")
+                rows["sample_id"].append(s.id)
+                rows["noise"].append(noise)
+                rows["level"].append(int(lv))
+                rows["original_level"].append(t0)
     return Dataset.from_dict(rows, features=_features())

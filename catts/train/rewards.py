@@ -60,7 +60,7 @@ import numpy as np
 
 from catts.answers import answers_match, extract_answer, scan_boxes
 from catts.answers.latex import strip_latex
-from catts.confidence.answer import answer_probability, trace_probability
+from catts.confidence.answer import answer_probability, sequence_probability, trace_probability
 from catts.confidence.trace import trace_confidences
 from catts.models.backend import Trace
 
@@ -70,8 +70,8 @@ TIE_TOL = 1e-6             # max C - min C at or below this counts as equal
 CALIBRATIONS = ("spec", "brier")
 NORMALIZATIONS = ("group", "none")
 TRACE_KINDS = ("mean", "tail", "bottom10", "lowest_window")
-CONFIDENCE_KINDS = (*TRACE_KINDS, "answer_prob", "trace_prob")
-PROBABILITY_KINDS = ("answer_prob", "trace_prob")
+CONFIDENCE_KINDS = (*TRACE_KINDS, "answer_prob", "trace_prob", "sequence_prob")
+PROBABILITY_KINDS = ("answer_prob", "trace_prob", "sequence_prob")
 
 # ---------------------------------------------------------------------------- completions
 
@@ -380,6 +380,8 @@ def completion_confidence(top_logprobs: np.ndarray | Trace, kind: str = "mean", 
       confidences of ``trace_confidences``, c_t = -(1/k) sum_i log p_(i), C = mean_t c_t. Not probabilities
       (C >= log k, unbounded above): use them with Cnorm (``normalize="group"``).
     - ``"trace_prob"``: exp(mean_t log p(y_t)) of the chosen tokens (``trace_probability``); needs a Trace.
+    - ``"sequence_prob"``: exp(sum_t log p(y_t)), the policy's probability of the whole completion
+      (``sequence_probability``); needs a Trace.
     - ``"answer_prob"``: the probability of the extracted answer (``answer_probability``, with ``answer_type`` and
       ``options``); needs a Trace with text and token pieces; NaN when the answer is unparsed.
     """
@@ -394,5 +396,7 @@ def completion_confidence(top_logprobs: np.ndarray | Trace, kind: str = "mean", 
         raise ValueError(f"kind {kind!r} needs the completion's Trace (chosen tokens' log-probabilities and pieces)")
     if kind == "trace_prob":
         return trace_probability(trace)
+    if kind == "sequence_prob":
+        return sequence_probability(trace)
     p = answer_probability(trace, answer_type, options)
     return math.nan if p is None else float(p)
