@@ -69,6 +69,23 @@ def test_sampling_is_seeded_and_batch_independent(tiny_backend, prompts):
     assert any(len({tuple(t.token_ids) for t in ts}) > 1 for ts in a)
 
 
+def test_replies_never_hold_an_image_placeholder(tiny_backend, prompts):
+    # A prompt's image token sampled into a reply breaks the next forward pass over prompt + reply (a CDRL
+    # trainer's: "image features and image tokens do not match"). At temperature 5 the tiny model's next-token
+    # distribution is nearly flat over its small vocabulary, so 2 x 16 x 32 draws would hit the token many times.
+    image_id = tiny_backend.model.config.image_token_id
+    assert tiny_backend.never_sample == [image_id]
+    vocab = tiny_backend.model.config.text_config.vocab_size
+    assert vocab < 1000, vocab
+    params = SamplingParams(n=16, temperature=5.0, top_k=0, max_new_tokens=32, seed=3)
+    traces = [t for ts in tiny_backend.generate(prompts[:2], params) for t in ts]
+    ids = [i for t in traces for i in t.token_ids]
+    assert len(set(ids)) > vocab // 4  # the draws did spread over the vocabulary
+    assert image_id not in ids
+    # the recorded distribution stays the raw one: the placeholder may show in the top-k lists
+    assert all(np.isfinite(t.top_logprobs).all() for t in traces)
+
+
 def test_top_k_1_sampling_equals_greedy(tiny_backend, prompts):
     greedy = tiny_backend.generate(prompts[:4], SamplingParams(max_new_tokens=48))
     topk1 = tiny_backend.generate(prompts[:4], SamplingParams(n=2, temperature=1.0, top_k=1, max_new_tokens=48))

@@ -77,18 +77,23 @@ def identity(model: str, device: str, dtype: str, max_pixels: int | None) -> dic
 class _RowSampler(LogitsProcessor):
     """Records raw top-k log-probs and picks each row's next token with the row's own generator."""
 
-    def __init__(self, params: SamplingParams, generators: list[torch.Generator] | None):
+    def __init__(self, params: SamplingParams, generators: list[torch.Generator] | None,
+                 never: Sequence[int] = ()):
         self.params = params
         self.generators = generators
+        self.never = list(never)
         self.steps: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]] = []
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         logp = torch.log_softmax(scores.float(), dim=-1)
         top_vals, top_ids = logp.topk(self.params.top_logprobs, dim=-1)
+        # choose among the tokens a reply may hold (the recorded distribution stays the raw one)
+        allowed = logp.index_fill(1, torch.tensor(self.never, device=logp.device), float("-inf")) if self.never \
+            else logp
         if self.params.greedy:
-            chosen = logp.argmax(dim=-1)
+            chosen = allowed.argmax(dim=-1)
         else:
-            chosen = self._sample(logp)
+            chosen = self._sample(allowed)
         self.steps.append((top_vals.cpu(), top_ids.cpu(), chosen.cpu(), logp.gather(1, chosen[:, None])[:, 0].cpu()))
         forced = torch.full_like(scores, float("-inf"))
         forced.scatter_(1, chosen[:, None], 0.0)
@@ -181,6 +186,7 @@ class TransformersBackend(TeacherForcing):
         self.eos_ids = self._eos_ids()
         self._pieces: dict[int, str] = {}
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.never_sample = self._placeholder_ids()
         self._setup_scoring()
 
     @classmethod
@@ -199,8 +205,21 @@ class TransformersBackend(TeacherForcing):
         self.eos_ids = self._eos_ids()
         self._pieces = {}
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else self.eos_ids[0]
+        self.never_sample = self._placeholder_ids()
         self._setup_scoring()
         return self
+
+    def _placeholder_ids(self) -> list[int]:
+        """Token ids that stand for images or videos in a prompt (the config's image/video token ids and vision
+        start marker). A reply never holds one: sampled at a high temperature, it would make the next forward
+        pass over prompt + reply (a trainer's, a scorer's) expect an image that is not there."""
+        ids = set()
+        for cfg in (self.model.config, getattr(self.model.config, "text_config", None)):
+            for attr in ("image_token_id", "image_token_index", "video_token_id", "vision_start_token_id"):
+                v = getattr(cfg, attr, None) if cfg is not None else None
+                if isinstance(v, int) and v >= 0:
+                    ids.add(v)
+        return sorted(ids)
 
     def _eos_ids(self) -> list[int]:
         ids = self.model.generation_config.eos_token_id
@@ -274,7 +293,7 @@ class TransformersBackend(TeacherForcing):
                 generators = [torch.Generator().manual_seed(sample_seed(params.seed, prompts[i].key,
                                                                         params.first_index + j))
                               for i, j in batch_rows]
-            sampler = _RowSampler(params, generators)
+            sampler = _RowSampler(params, generators, self.never_sample)
             self.model.generate(**enc, generation_config=config, logits_processor=LogitsProcessorList([sampler]),
                                 **stop_kwargs)
             for row, (i, _) in enumerate(batch_rows):
