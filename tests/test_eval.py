@@ -30,7 +30,9 @@ def test_eval_records_and_summary(tiny_backend, shapes_test, tmp_path):
     for key in ("gold", "options", "answer_type", "prediction", "extraction", "n_boxes", "answer_span", "correct",
                 "confidence", "num_tokens", "seconds", "text"):
         assert key in r
-    assert set(r["confidence"]) == {"mean", "tail", "bottom10", "lowest_window", "answer_prob", "trace_prob"}
+    assert set(r["confidence"]) == {"mean", "tail", "bottom10", "lowest_window", "answer_prob", "trace_prob",
+                                    "sequence_prob"}
+    assert r["confidence"]["sequence_prob"] <= r["confidence"]["trace_prob"]
     saved = json.loads((tmp_path / "summary.json").read_text())
     assert saved["n"] == 24 and saved["versions"]["torch"] and saved["config"]["model"] == "tiny"
     assert saved["config"]["dtype"] == "float32" and saved["config"]["max_pixels"] == tiny_backend.max_pixels

@@ -9,7 +9,7 @@ fields and every answer the same extraction and confidences:
   every confidence: the trace confidences (``mean`` = C, the paper's confidence and its NMLP;
   ``tail``, ``bottom10``, ``lowest_window``), ``answer_prob`` (the extracted answer's probability,
   from the span it was read from), ``trace_prob`` (exp of the mean log-probability of the chosen
-  tokens) and ``c_mapped`` (C through a fitted monotone map, when one is given). It works from a
+  tokens), ``sequence_prob`` (exp of their summed log-probability: the whole completion's probability) and ``c_mapped`` (C through a fitted monotone map, when one is given). It works from a
   trace and the record's own gold, options and answer type, so ``catts regrade`` can redo it from
   stored traces without the model.
 - ``ask`` prepares the next chunk's images on a worker thread while the model answers this one,
@@ -29,7 +29,7 @@ import numpy as np
 
 from catts.answers import answers_match, extract_answer
 from catts.confidence import trace_confidences
-from catts.confidence.answer import answer_probability, trace_probability
+from catts.confidence.answer import answer_probability, sequence_probability, trace_probability
 from catts.data import DataError, Sample
 from catts.data.benchmarks import task_of
 from catts.data.image import fit_image
@@ -83,6 +83,7 @@ def grade(trace: Trace, gold: str, answer_type: str, options: Sequence[str] = ()
     conf = trace_confidences(trace.top_logprobs)
     conf["answer_prob"] = answer_probability(trace, answer_type, options, ext) if ext.answer is not None else None
     conf["trace_prob"] = trace_probability(trace)
+    conf["sequence_prob"] = sequence_probability(trace)
     if cmap is not None:
         conf["c_mapped"] = float(cmap(conf["mean"])) if np.isfinite(conf["mean"]) else None
     return {"prediction": ext.answer, "extraction": ext.method, "raw_answer": ext.raw or None,

@@ -9,7 +9,7 @@
   a probability-valued confidence of an unparsed answer is 0 (it committed to nothing); raw trace
   confidences exist for every answer;
 - ``calibration``: for each probability-valued confidence (``answer_prob``, ``trace_prob``,
-  ``c_mapped``), ECE and MCE (``N_BINS`` equal-width bins), Brier, AUROC, AURC and smooth ECE over
+  ``sequence_prob``, ``c_mapped``), ECE and MCE (``N_BINS`` equal-width bins), Brier, AUROC, AURC and smooth ECE over
   all answers (unparsed = wrong at confidence 0) and over parsed answers, side by side;
 - ``ranking``: AUROC and AURC of the raw trace confidences (C and its variants are not
   probabilities, so only ranking metrics apply); over all answers an unparsed answer ranks lowest.
@@ -26,7 +26,7 @@ import numpy as np
 from catts.calibration.metrics import aurc, auroc, bootstrap_ci, brier, ece, mce, smooth_ece
 
 N_BINS = 15
-PROBABILITIES = ("answer_prob", "trace_prob", "c_mapped")
+PROBABILITIES = ("answer_prob", "trace_prob", "sequence_prob", "c_mapped")
 RAW = ("mean", "tail", "bottom10", "lowest_window")
 SCOPES = ("all", "parsed")
 NAN = float("nan")

@@ -23,7 +23,7 @@ from catts.perception.degrade import degrade
 
 # (confidence, label, colour); all means over parsed answers, like the accuracy they sit beside
 PLOTTED = (("answer_prob", "answer probability", "#C44E52"), ("c_mapped", "mapped C", "#DD8452"),
-           ("trace_prob", "trace probability", "#8172B3"))
+           ("trace_prob", "trace probability", "#8172B3"), ("sequence_prob", "sequence probability", "#55A868"))
 
 
 def slug(s: str) -> str:

@@ -45,6 +45,20 @@ def _drop(pair: list[float]) -> float:
     return pair[0] - pair[1]
 
 
+FINDING_CONFIDENCES = ("answer_prob", "trace_prob", "sequence_prob")  # probability-valued, the model's own
+CONFIDENCE_WORDS = {"answer_prob": "answer probability", "trace_prob": "trace probability",
+                    "sequence_prob": "sequence probability"}
+
+
+def _confidence_finding(a: dict, b: dict, name: str, scope: str) -> dict:
+    acc = _pair(a, b, "accuracy_parsed" if scope == "parsed" else "accuracy")
+    conf = _pair(a, b, "confidence", name, scope)
+    ratio = _drop(conf) / _drop(acc) if _drop(acc) > 0 and np.isfinite(_drop(conf)) else None
+    return {"confidence": conf, "confidence_drop": _drop(conf), "accuracy_drop": _drop(acc), "drop_ratio": ratio,
+            "ece": _pair(a, b, "calibration", name, scope, "ece"),
+            "auroc": _pair(a, b, "calibration", name, scope, "auroc")}
+
+
 def finding(levels: list[dict], cmap=None) -> dict | None:
     """Clean (first) vs strongest (last) diffusion level of one dataset, over parsed and all answers."""
     diff = [lv for lv in levels if lv["kind"] == "diffusion" and lv.get("n")]
@@ -60,6 +74,8 @@ def finding(levels: list[dict], cmap=None) -> dict | None:
                       "answer_prob_drop": _drop(conf), "drop_ratio": ratio,
                       "ece": _pair(a, b, "calibration", "answer_prob", scope, "ece"),
                       "auroc": _pair(a, b, "calibration", "answer_prob", scope, "auroc")}
+    out["confidences"] = {name: {scope: _confidence_finding(a, b, name, scope) for scope in SCOPES}
+                          for name in FINDING_CONFIDENCES}
     out["C"] = {"mean": _pair(a, b, "confidence", "mean", "parsed"),
                 "auroc_parsed": _pair(a, b, "ranking", "mean", "parsed", "auroc")}
     degenerate = cmap is None or cmap.degenerate
@@ -96,6 +112,17 @@ def finding_text(data: str, f: dict, cmap_info: dict | None) -> list[str]:
               f"{_f(f['unparsed_rate'][0])} -> {_f(f['unparsed_rate'][1])}; ECE of the answer probability "
               f"{_f(p['ece'][0])} -> {_f(p['ece'][1])} over parsed answers, {_f(al['ece'][0])} -> {_f(al['ece'][1])} "
               "over all. The finding is " + WHY_PARSED + ".", ""]
+    for name, what in (("trace_prob", "exp of the mean token log-probability over the whole answer, rationale "
+                                      "included"),
+                       ("sequence_prob", "exp of the summed token log-probability: the model's probability of "
+                                         "the whole answer")):
+        t = (f.get("confidences") or {}).get(name, {}).get("parsed")
+        if not t:
+            continue
+        tr = "n/a" if t["drop_ratio"] is None else f"{t['drop_ratio']:.2f}"
+        lines += [f"The {CONFIDENCE_WORDS[name]} ({what}) went {_f(t['confidence'][0])} -> "
+                  f"{_f(t['confidence'][1])} over the same parsed answers: ratio {tr}; its ECE {_f(t['ece'][0])} -> "
+                  f"{_f(t['ece'][1])}, AUROC {_f(t['auroc'][0])} -> {_f(t['auroc'][1])}.", ""]
     c = f["C"]
     lines += [f"The paper's C (mean top-20 token confidence, raw, higher = surer) went {_f(c['mean'][0], 2)} -> "
               f"{_f(c['mean'][1], 2)}; its AUROC over parsed answers {_f(c['auroc_parsed'][0])} -> "
