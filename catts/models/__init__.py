@@ -6,7 +6,7 @@ from pathlib import Path
 
 from catts.models.backend import Backend, Prompt, SamplingParams, Trace
 
-EMBEDDED_MODELS = ("tiny", "tiny-expert")
+EMBEDDED_MODELS = ("tiny", "tiny-cdrl", "tiny-expert")
 WEIGHTS_DIR = Path(__file__).parent / "tiny" / "weights"
 
 __all__ = ["Backend", "Prompt", "SamplingParams", "Trace", "EMBEDDED_MODELS", "resolve_model_path", "load_backend"]
