@@ -49,7 +49,7 @@ class Format(str, Enum):
 
 
 # ---- options shared by every command that runs a model ------------------------------------------
-Model = Annotated[str, typer.Option(help="Embedded model (tiny, tiny-expert) or a local transformers model folder.")]
+Model = Annotated[str, typer.Option(help="Embedded model (tiny, tiny-cdrl, tiny-expert) or a local transformers model folder.")]
 Limit = Annotated[Optional[int], typer.Option(help="Questions per dataset: the first N (0 = all).")]
 Out = Annotated[Path, typer.Option(help="Run folder (results.jsonl, traces/, summary.json); a killed run resumes "
                                         "here, a run with another config is refused.")]
@@ -326,6 +326,33 @@ def tts_cmd(
         run_tts(backend, experts, cfg, out, datasets, progress=progress, overwrite=overwrite, identity=identity)
     sys.stdout.write((out / "summary.md").read_text())
     print(f"written to {out}")
+
+
+@app.command("demo")
+@clean_errors
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="Demo folder: one run folder per step, summary.md, report.html; a "
+                                           "killed demo resumes here.")] = Path("runs/demo"),
+    data: DataList = None,
+    probe_limit: Annotated[int, typer.Option(min=1, help="Probe questions per dataset.")] = 150,
+    tts_limit: Annotated[int, typer.Option(min=1, help="CA-TTS questions per dataset.")] = 50,
+    n: Annotated[int, typer.Option(min=1, help="CA-TTS samples per question.")] = 8,
+    overwrite: Overwrite = False, device: Device = "auto",
+) -> None:
+    """The whole story on the embedded models: probe of tiny against tiny-cdrl, CA-TTS against the baselines with
+    either sampler, one HTML report (out/report.html) and the headline numbers here."""
+    from catts.jobs.demo import DemoConfig, run_demo
+    from catts.jobs.progress import console_progress
+
+    cfg = DemoConfig(probe_limit=probe_limit, tts_limit=tts_limit, n=n)
+    if data:
+        for spec in data:
+            check_data_spec(spec)
+        cfg.data = list(data)
+    with console_progress(console) as progress:
+        run_demo(out, cfg, progress=progress, overwrite=overwrite, device=device)
+    sys.stdout.write((out / "summary.md").read_text())
+    print(f"report: {out / 'report.html'}")
 
 
 @app.command("report")

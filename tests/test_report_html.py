@@ -252,3 +252,59 @@ def test_probe_page_renders_its_figures(probe_run, tmp_path):
     # the page's own style is grey on white: saturated pixels come only from the inlined figures
     colourful = int(((px.max(axis=2) - px.min(axis=2)) > 80).sum())
     assert colourful > 500, colourful
+
+
+# ---- catts demo: the whole story in one page ------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo")
+    r = runner.invoke(app, ["demo", "--data", "shapes:test", "--probe-limit", "3", "--tts-limit", "2", "--n", "2",
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "## Test-time scaling" in r.output and "report.html" in r.output
+    return out
+
+
+def check_demo(page: Page) -> None:
+    # Figure 1 and the reliability grid of each probe (one degradation kind), one scaling plot per tts run
+    assert len(pngs(page)) == 2 * 2 + 2
+    trained = "Base against CDRL: trace probability (the confidence CDRL trains)"
+    assert {trained, "Base against CDRL: answer probability (beside it)"} <= set(page.tables)
+    assert [r[:2] for r in page.tables[trained]["rows"]] == [["shapes:test", "base"], ["shapes:test", "cdrl"]]
+    ablation = page.tables["The paper's ablation: accuracy over all questions and levels of the tts runs"]
+    assert [r[0] for r in ablation["rows"]] == ["base (pass@1)", "CDRL only (pass@1)", "CA-TTS only",
+                                               "CDRL + CA-TTS"]
+    assert ablation["rows"][0][2] == "+0.0"
+    assert "ca-tts" in page.first_column("Every method, base and CDRL sampler (same questions, levels and expert)")
+    assert page.tables["Methods"]["rows"]  # the steps' own bodies follow
+
+
+def test_demo_folder_and_page(demo_run):
+    import json
+
+    from catts.jobs.demo import STEPS
+
+    summary = json.loads((demo_run / "summary.json").read_text())
+    assert summary["steps"] == list(STEPS)
+    for step in STEPS:  # every step is an ordinary run folder: catts report works on it alone
+        assert (demo_run / step / "summary.json").is_file()
+        assert build_report(demo_run / step).is_file()
+    models = {json.loads((demo_run / s / "config.json").read_text())["model"] for s in ("tts-base", "tts-cdrl")}
+    assert models == {"tiny", "tiny-cdrl"}
+    head = summary["headline"]
+    base, cdrl = head["tts"]["base"], head["tts"]["cdrl"]
+    assert [row[1] for row in head["ablation"]] == [base["pass@1"], cdrl["pass@1"], base["ca-tts"], cdrl["ca-tts"]]
+    check_demo(Page((demo_run / "report.html").read_text()))
+    # a second call resumes: nothing is asked again, the same numbers come back
+    r = runner.invoke(app, ["demo", "--data", "shapes:test", "--probe-limit", "3", "--tts-limit", "2", "--n", "2",
+                            "--out", str(demo_run)])
+    assert r.exit_code == 0, r.output
+    assert json.loads((demo_run / "summary.json").read_text())["headline"] == head
+
+
+@needs_browser
+def test_demo_page_in_headless_chromium(demo_run, tmp_path):
+    path = demo_run / "report.html"
+    dom = chromium("--dump-dom", path.resolve().as_uri(), tmp=tmp_path).stdout
+    assert "</table>" in dom
+    check_demo(Page(dom))
