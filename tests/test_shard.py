@@ -103,3 +103,29 @@ def test_tts_sharded(tmp_path):
     s = json.loads((out / "summary.json").read_text())
     assert s["n_input_rows"] == 2 and s["timing"]["processes"] == 2 and (out / "summary.md").exists()
     assert not shard.rank_files(out)
+
+
+def test_probe_sharded_matches_single(tmp_path):
+    """The sharded probe answers map and probe questions in one pass, then rank 0 fits the maps and grades with
+    them from the stored traces: records, mapped C, finding and figures as one process makes them."""
+    args = ["probe", "--data", "shapes:test", "--limit", "3", "--map-limit", "4", "--degrade", "diffusion:0,999",
+            "--max-new-tokens", "48"]
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    for out, n in ((single, 1), (multi, 2)):
+        cmd = [str(BIN / "catts"), *args, "--out", str(out)]
+        if n > 1:
+            cmd = [str(BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+                   "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_port()),
+                   "--no_python", *cmd]
+        p = subprocess.run(cmd, check=False, env=_env(), capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+
+    def rows(out):
+        return sorted((r["key"], r["prediction"], r["correct"], round(r["confidence"].get("c_mapped") or -1, 9))
+                      for r in _lines(out))
+
+    assert rows(multi) == rows(single) and len(rows(single)) == 4 + 3 * 2
+    assert all(r[3] >= 0 for r in rows(multi) if "|map|" not in r[0])  # graded with the map
+    s1, s2 = (json.loads((d / "summary.json").read_text()) for d in (single, multi))
+    assert s2["finding"] == s1["finding"] and s2["timing"]["processes"] == 2
+    assert (multi / "figure1_shapes_test_diffusion.png").is_file() and not shard.rank_files(multi)

@@ -31,6 +31,7 @@ from typing import Sequence
 from catts.confidence.mapping import ConfidenceMap
 from catts.data import Sample, load_data
 from catts.data.image import fit_image
+from catts.jobs import shard
 from catts.jobs.ask import Item, Timer, ask
 from catts.jobs.eval import backend_identity, load_error_records
 from catts.jobs.progress import Progress
@@ -140,7 +141,14 @@ def run_probe(backend: Backend, cfg: ProbeConfig, out: str | Path, *, datasets: 
     timer = Timer()
     sweeps = cfg.sweeps()
     datasets = list(datasets) if datasets is not None else load_datasets(cfg)
-    run = RunDir(out, probe_identity(cfg, backend), overwrite=overwrite)
+    sh = shard.session(out)  # None in a plain process (WORLD_SIZE unset or 1)
+    run = RunDir(out, probe_identity(cfg, backend), overwrite=overwrite) if sh is None or sh.main else None
+    regrade_at_end = False
+    if sh is None and shard.rank_files(run.path):  # a killed sharded run's leftovers (never there otherwise)
+        if overwrite:
+            shard.remove_rank_files(run.path)
+        else:  # their answers were graded without the confidence map: regrade everything at the end
+            regrade_at_end = shard.absorb(run) > 0
     saliency = None
     if cfg.saliency != "spectral" and any(kind == "key_region" for kind, _ in sweeps):
         from catts.perception.saliency import load_saliency
@@ -149,6 +157,9 @@ def run_probe(backend: Backend, cfg: ProbeConfig, out: str | Path, *, datasets: 
     max_pixels = getattr(backend, "max_pixels", None)
     prepare = _Prepare(cfg, max_pixels, saliency)
     params = SamplingParams(max_new_tokens=cfg.max_new_tokens)
+    if sh is not None:
+        return _probe_shard(sh, backend, run, datasets, sweeps, prepare, params, batch, overwrite, progress,
+                            t_start)
     # kept in memory from here on (the JSONL is read once); failed generations are asked again
     records = [r for r in run.records() if r.get("stage") != "generate"]
     done = {r["key"] for r in records}
@@ -201,7 +212,48 @@ def run_probe(backend: Backend, cfg: ProbeConfig, out: str | Path, *, datasets: 
     total = time.perf_counter() - t_start
     timing = {"total_seconds": round(total, 2), "model_seconds": round(timer.model, 2),
               "overhead_share": round((total - timer.model) / total, 4) if total else 0.0}
-    summary = finish_probe(run, [ds.spec for ds in datasets], sweeps, level_summaries, maps, records, timing)
+    if regrade_at_end:
+        summary = regrade_probe(run, run.records(), timing)
+    else:
+        summary = finish_probe(run, [ds.spec for ds in datasets], sweeps, level_summaries, maps, records, timing)
+    progress.close()
+    return summary
+
+
+def _probe_shard(sh, backend: Backend, run: RunDir | None, datasets: Sequence[Dataset], sweeps, prepare, params,
+                 batch: int, overwrite: bool, progress: Progress, t_start: float) -> dict:
+    """One process of a sharded probe (``catts.jobs.shard``): every rank answers its share of all questions (map
+    and probe alike, so no rank waits on the map), rank 0 merges them, fits the maps and grades the answers with
+    them by ``regrade_probe`` (from the stored traces), writes figures and summary; every rank returns it."""
+    items, errors = [], []
+    for ds in datasets:
+        errors += load_error_records(ds.spec, ds.errors)
+        items += [Item(s, f"{ds.spec}|map|{s.id}", {"data": ds.spec, "split": "map", "kind": "none", "level": 0})
+                  for s in (ds.map_samples or ds.samples)]
+        items += [Item(s, record_key(ds.spec, s.id, kind, level), {"data": ds.spec, "kind": kind, "level": level})
+                  for kind, levels in sweeps for level in levels for s in ds.samples]
+    order = [e["key"] for e in errors] + [it.key for it in items]
+
+    def setup() -> None:
+        run.append([e for e in errors if e["key"] not in run.done_keys()])
+
+    done = sh.start(run, order, overwrite, setup)
+    todo = sh.take([it for it in items if it.key not in done])
+    progress.phase(f"probe {backend.name} (rank {sh.rank}/{sh.size})", total=len(todo), done=0)
+    timer = Timer()
+    ask(backend, todo, params, sh.writer, prepare=prepare, chunk=batch, progress=progress, timer=timer)
+    sh.finish(run, order)
+    model_seconds = sum(sh.gather(timer.model))
+    summary = None
+    if sh.main:
+        progress.phase("summary and figures")
+        total = time.perf_counter() - t_start
+        busy = total * sh.size  # process-seconds; model_seconds is summed over the processes
+        timing = {"total_seconds": round(total, 2), "model_seconds": round(model_seconds, 2), "processes": sh.size,
+                  "overhead_share": round((busy - model_seconds) / busy, 4) if busy else 0.0}
+        summary = regrade_probe(run, run.records(), timing)
+    summary = sh.share(summary)
+    sh.close()
     progress.close()
     return summary
 
@@ -223,8 +275,9 @@ def finish_probe(run: RunDir, specs: list[str], sweeps: list[tuple[str, list[int
     return summary
 
 
-def regrade_probe(run: RunDir, records: list[dict]) -> dict:
-    """Summary, figures and maps of a probe run from its (regraded) records; maps are refitted first."""
+def regrade_probe(run: RunDir, records: list[dict], timing: dict | None = None) -> dict:
+    """Summary, figures and maps of a probe run from its (regraded) records; maps are refitted first.
+    ``timing``: of the run that made the answers (default: the one in its summary.json)."""
     from catts.jobs.ask import regrade_records
     from catts.report.figures import report_kind
 
@@ -250,7 +303,7 @@ def regrade_probe(run: RunDir, records: list[dict]) -> dict:
             group = [r for r in regraded if r.get("data") == spec and r.get("kind") == kind and r.get("split") != "map"]
             for lv in report_kind(run.path, spec, kind, levels, group, example, cfg.seed):
                 level_summaries[(spec, kind, lv["level"])] = lv
-    timing = json_timing(run)
+    timing = json_timing(run) if timing is None else timing
     return finish_probe(run, specs, sweeps, level_summaries, maps, regraded, timing)
 
 

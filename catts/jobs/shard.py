@@ -1,4 +1,4 @@
-"""Many processes without a server: ``accelerate launch`` / ``torchrun`` shard eval and tts over processes.
+"""Many processes without a server: ``accelerate launch`` / ``torchrun`` shard eval, probe and tts over processes.
 
 Under a launcher that sets ``WORLD_SIZE`` > 1 (and ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR``/``PORT``),
 every process loads its own model (on ``cuda:LOCAL_RANK`` when CUDA is present: importing this
