@@ -118,6 +118,28 @@ def test_sampling_nested_and_seeded(server, samples):
     assert backend.usage["requests"] >= 18 and backend.usage["completion_tokens"] > 0
 
 
+def test_eval_pipelines_chunks_and_records_usage(server, samples, tmp_path):
+    """Through ``submit`` the next chunk's requests go out before this chunk is collected; records stay in item
+    order, equal to one chunk's, and each carries the server's token usage."""
+    backend = OpenAIBackend("openai:tiny", [server.url], concurrency=4)
+    submitted = []
+    submit = backend.submit
+    backend.submit = lambda prompts, params: submitted.append(len(prompts)) or submit(prompts, params)
+    evaluate(backend, samples, tmp_path / "chunked", max_new_tokens=64, batch=3)
+    whole = evaluate(OpenAIBackend("openai:tiny", [server.url]), samples, tmp_path / "whole", max_new_tokens=64,
+                     batch=64)
+    assert submitted == [3, 3, 2]
+
+    def rows(out):
+        return [json.loads(x) for x in (out / "results.jsonl").read_text().splitlines()]
+
+    chunked = rows(tmp_path / "chunked")
+    assert [(r["key"], r["prediction"]) for r in chunked] == [(r["key"], r["prediction"]) for r in rows(
+        tmp_path / "whole")] and whole["n"] == len(samples)
+    assert all(abs(r["usage"]["completion_tokens"] - r["num_tokens"]) <= 1 and r["usage"]["prompt_tokens"] > 0
+               for r in chunked)
+
+
 def test_server_killed_mid_run_then_resumed(server, samples, tmp_path):
     out = tmp_path / "run"
 

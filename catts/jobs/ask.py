@@ -55,6 +55,7 @@ class Timer:
     """Seconds inside model calls, to tell model time from everything else."""
 
     model: float = 0.0
+    last_end: float = 0.0  # when the last model call ended (pipelined calls overlap)
 
 
 def to_prompt(sample: Sample, images: list | None = None, key: str | None = None) -> Prompt:
@@ -152,27 +153,53 @@ def ask(backend: Backend, items: Sequence[Item], params: SamplingParams, run: Ru
     chunks = [items[i:i + chunk] for i in range(0, len(items), chunk)]
     if not chunks:
         return
+    # a backend with ``submit`` (an async server client) gets the next chunk's requests before this chunk is
+    # collected, so a server never idles at a chunk's tail; the others answer one chunk at a time
+    pipelined = callable(getattr(backend, "submit", None))
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = pool.submit(_prepare, chunks[0], prepare)
+        in_flight = None
         for k in range(len(chunks)):
             prepared = pending.result()
             if k + 1 < len(chunks):
                 pending = pool.submit(_prepare, chunks[k + 1], prepare)
-            records, traces = _answer(backend, prepared, params, cmap, timer)
-            run.append(records, traces)
-            if on_records:
-                on_records(records)
-            progress.advance(len(records))
+            if pipelined:
+                started = _submit(backend, prepared, params)
+                if in_flight is not None:
+                    _collect(in_flight, backend, params, cmap, timer, run, on_records, progress)
+                in_flight = started
+                continue
+            _collect((prepared, None, time.perf_counter()), backend, params, cmap, timer, run, on_records, progress)
+        if in_flight is not None:
+            _collect(in_flight, backend, params, cmap, timer, run, on_records, progress)
 
 
-def _answer(backend: Backend, prepared, params: SamplingParams, cmap, timer: Timer) -> tuple[list[dict], dict]:
+def _submit(backend, prepared, params: SamplingParams) -> tuple:
+    ready = [to_prompt(item.sample, images, item.key) for item, images in prepared if not isinstance(images, str)]
+    return prepared, backend.submit(ready, params) if ready else None, time.perf_counter()
+
+
+def _collect(flight: tuple, backend, params, cmap, timer: Timer, run, on_records, progress: Progress) -> None:
+    prepared, future, t0 = flight
+    # overlapping calls: count model time from the later of this call's start and the previous call's end
+    t0 = max(t0, timer.last_end)
+    records, traces = _answer(backend, prepared, params, cmap, timer, future, t0)
+    timer.last_end = time.perf_counter()
+    run.append(records, traces)
+    if on_records:
+        on_records(records)
+    progress.advance(len(records))
+
+
+def _answer(backend: Backend, prepared, params: SamplingParams, cmap, timer: Timer, future=None,
+            t0: float | None = None) -> tuple[list[dict], dict]:
     ready = [(item, to_prompt(item.sample, images, item.key))
              for item, images in prepared if not isinstance(images, str)]
     results: dict[str, tuple[Trace, float] | str] = {}
     if ready:
-        t0 = time.perf_counter()
+        t0 = time.perf_counter() if future is None or t0 is None else t0
         try:
-            traces = backend.generate([p for _, p in ready], params)
+            traces = future.result() if future is not None else backend.generate([p for _, p in ready], params)
             seconds = (time.perf_counter() - t0) / len(ready)
             for (item, _), item_traces in zip(ready, traces, strict=True):
                 results[item.key] = (item_traces[0], seconds)
@@ -202,6 +229,7 @@ def _answer(backend: Backend, prepared, params: SamplingParams, cmap, timer: Tim
             continue
         s = item.sample
         records.append(base_record(item) | grade(trace, s.answer, s.answer_type, s.options, cmap, task_of(s), s)
-                       | {"seconds": round(seconds, 5), "batch_size": len(ready)})
+                       | {"seconds": round(seconds, 5), "batch_size": len(ready)}
+                       | ({"usage": trace.meta["usage"]} if trace.meta.get("usage") else {}))
         traces[item.key] = trace
     return records, traces

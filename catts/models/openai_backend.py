@@ -94,7 +94,11 @@ class _Loop:
         threading.Thread(target=self.loop.run_forever, daemon=True, name="catts-openai").start()
 
     def run(self, coro):
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+        return self.submit(coro).result()
+
+    def submit(self, coro):
+        """``coro`` scheduled on the loop; a ``concurrent.futures.Future`` of its result."""
+        return asyncio.run_coroutine_threadsafe(coro, self.loop)
 
 
 class OpenAIBackend:
@@ -122,6 +126,12 @@ class OpenAIBackend:
         self.identity = {"model": self.name, "backend": "openai", "base_urls": self.base_urls,
                          "max_pixels": max_pixels}
         self.usage = {"prompt_tokens": 0, "completion_tokens": 0, "requests": 0, "failed": 0}
+        self._sem: asyncio.Semaphore | None = None  # one bound on requests in flight, across overlapping calls
+
+    def _semaphore(self) -> asyncio.Semaphore:
+        if self._sem is None:  # created on the loop's thread, on first use
+            self._sem = asyncio.Semaphore(self.concurrency)
+        return self._sem
 
     async def _one(self, sem: asyncio.Semaphore, prompt: Prompt, params: SamplingParams, index: int) -> Trace:
         client = self._clients[next(self._next)]
@@ -149,7 +159,7 @@ class OpenAIBackend:
         return trace
 
     async def _all(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Trace]]:
-        sem = asyncio.Semaphore(self.concurrency)
+        sem = self._semaphore()
         tasks = [[self._one(sem, p, params, params.first_index + j) for j in range(params.n)] for p in prompts]
         flat = await asyncio.gather(*[t for row in tasks for t in row])
         return [list(flat[i * params.n:(i + 1) * params.n]) for i in range(len(prompts))]
@@ -157,6 +167,12 @@ class OpenAIBackend:
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[list[Trace]]:
         """``params.n`` traces per prompt; a failed request is a trace with ``meta["error"]``."""
         return self._loop.run(self._all(prompts, params))
+
+    def submit(self, prompts: Sequence[Prompt], params: SamplingParams):
+        """``generate`` without waiting: a ``concurrent.futures.Future`` of its result. Jobs submit the next chunk
+        before collecting this one, so the servers never idle at a chunk's tail; the requests of every call in
+        flight share the ``concurrency`` bound."""
+        return self._loop.submit(self._all(prompts, params))
 
     def score(self, prompts, continuations, add_end: bool = True) -> list[Trace]:
         raise NotImplementedError(f"{self.name}: an OpenAI-compatible chat server does not score given text; use "
