@@ -82,8 +82,6 @@ def test_replies_never_hold_an_image_placeholder(tiny_backend, prompts):
     ids = [i for t in traces for i in t.token_ids]
     assert len(set(ids)) > vocab // 4  # the draws did spread over the vocabulary
     assert image_id not in ids
-    # the recorded distribution stays the raw one: the placeholder may show in the top-k lists
-    assert all(np.isfinite(t.top_logprobs).all() for t in traces)
 
 
 def test_top_k_1_sampling_equals_greedy(tiny_backend, prompts):

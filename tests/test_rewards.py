@@ -240,6 +240,9 @@ def test_reward_names_for_trl():
     funcs, weights = cdrl_rewards(0.25, 0.1, split=False)
     assert [f.__name__ for f in funcs] == ["format_reward", "output_reward", "confidence_reward"]
     assert weights == [1.0, 1.0, 1.0]
+    assert cdrl_rewards(0.25, 0.1, calibration_weight=2.0).weights == [1.0, 1.0, 0.25, 2.0]
+    with pytest.raises(ValueError, match="split=True"):
+        cdrl_rewards(0.25, 0.1, calibration_weight=2.0, split=False)
 
 
 def test_trl_reads_the_reward_names():

@@ -197,7 +197,7 @@ def _answer(backend: Backend, prepared, params: SamplingParams, cmap, timer: Tim
              for item, images in prepared if not isinstance(images, str)]
     results: dict[str, tuple[Trace, float] | str] = {}
     if ready:
-        t0 = time.perf_counter() if future is None or t0 is None else t0
+        t0 = time.perf_counter() if t0 is None else t0
         try:
             traces = future.result() if future is not None else backend.generate([p for _, p in ready], params)
             seconds = (time.perf_counter() - t0) / len(ready)

@@ -123,9 +123,7 @@ def probe_rows(head: dict, confidence: str) -> list[list]:
 
 def summary_markdown(head: dict, trained: str) -> str:
     from catts.report.finding import CONFIDENCE_WORDS, FINDING_CONFIDENCES
-
-    def f(x):
-        return "n/a" if x is None else (f"{x:.3f}" if isinstance(x, float) else str(x))
+    from catts.report.html import num as f
 
     lines = ["# catts demo", ""]
     for name in sorted(FINDING_CONFIDENCES, key=lambda n: n != trained):
@@ -189,4 +187,5 @@ def run_demo(out: str | Path, cfg: DemoConfig | None = None, *, progress: Progre
     return summary
 
 
-__all__ = ["DemoConfig", "STEPS", "ablation_rows", "probe_headline", "run_demo", "probe_rows", "summary_markdown", "tts_headline"]
+__all__ = ["DemoConfig", "STEPS", "ablation_rows", "probe_headline", "probe_rows", "run_demo", "summary_markdown",
+           "trained_confidence", "tts_headline"]

@@ -135,12 +135,11 @@ def build_trainer(cdrl_cfg: CDRLConfig, grpo_cfg, dataset=None):
     model = AutoModelForImageTextToText.from_pretrained(path)
     funcs, weights = cdrl_rewards(cdrl_cfg.perception_alpha, cdrl_cfg.perception_beta,
                                   calibration=cdrl_cfg.calibration, normalize=cdrl_cfg.normalize,
-                                  num_generations=grpo_cfg.num_generations)
+                                  num_generations=grpo_cfg.num_generations,
+                                  calibration_weight=cdrl_cfg.calibration_weight)
     funcs = list(funcs)
     funcs[1] = _logging(funcs[1])
-    weights = list(weights)
-    weights[3] *= cdrl_cfg.calibration_weight
-    grpo_cfg.reward_weights = weights
+    grpo_cfg.reward_weights = list(weights)
     grpo_cfg.remove_unused_columns = False
     rollout = make_rollout(dataset, processor, confidence_kind=cdrl_cfg.confidence_kind, c_prime=cdrl_cfg.c_prime,
                            seed=grpo_cfg.seed)

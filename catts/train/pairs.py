@@ -67,6 +67,14 @@ def _png(image: Image.Image) -> dict:
     return {"bytes": buf.getvalue(), "path": None}
 
 
+def image_fingerprint(image) -> str:
+    """A digest of a PIL image's mode, size and pixels (the key of a pair's original image)."""
+    im = image.convert("RGB")
+    h = hashlib.sha1(f"{im.size}".encode())
+    h.update(im.tobytes())
+    return h.hexdigest()
+
+
 def conversational_prompt(sample: Sample) -> list[dict]:
     """The user turn of a sample in TRL's conversational form: one image placeholder, then ``build_prompt``."""
     return [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": build_prompt(sample)}]}]
@@ -119,7 +127,7 @@ def build_pairs(samples: Iterable[Sample], *, noise: str = "key_region", level: 
             errors.append({"id": s.id, "error": str(e)})
             continue
         # a repeated question on the same image is one rollout prompt (the rollout finds rows by prompt and image)
-        key = (build_prompt(s), hashlib.sha1(image.tobytes() + repr(image.size).encode()).hexdigest())
+        key = (build_prompt(s), image_fingerprint(image))
         if key in seen:
             if str(seen[key].answer) != str(s.answer):
                 message = f"sample {s.id!r} repeats the question and image of {seen[key].id!r} with another answer"

@@ -39,7 +39,6 @@ text, C, C'), for logging and tests.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,17 +48,10 @@ import numpy as np
 import torch
 
 from catts.models.backend import Prompt, SamplingParams
+from catts.train.pairs import image_fingerprint
 from catts.train.rewards import CONFIDENCE_KINDS, completion_confidence
 
 C_PRIMES = ("teacher_forced", "paired")
-
-
-def image_fingerprint(image) -> str:
-    """A digest of a PIL image's mode, size and pixels (the key of a pair's original image)."""
-    im = image.convert("RGB")
-    h = hashlib.sha1(f"{im.size}".encode())
-    h.update(im.tobytes())
-    return h.hexdigest()
 
 
 def split_prompt(prompt: list[dict], *, filled: bool = True) -> tuple[list, str]:
