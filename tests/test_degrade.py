@@ -224,3 +224,13 @@ def test_parse_degrade_spec():
     for bad in ["blur:L8", "blur:7", "fog:1", "blur", "blur:a,b", "diffusion:1000"]:
         with pytest.raises(ValueError):
             parse_degrade_spec(bad)
+
+
+def test_pure_noise_keeps_nothing_of_the_image():
+    # the diffusion's limit (abar = 0): the output depends on the image's size only, not on its pixels
+    a, b = Image.new("RGB", (24, 16), (255, 0, 0)), Image.new("RGB", (24, 16), (0, 0, 255))
+    na, nb = degrade(a, "pure_noise", 1, key="k"), degrade(b, "pure_noise", 1, key="k")
+    assert na.tobytes() == nb.tobytes() and na.size == (24, 16)
+    x = np.asarray(na, dtype=float)
+    assert 100 < x.mean() < 155 and x.std() > 60  # clamped standard normal around grey
+    assert degrade(a, "pure_noise", 0).tobytes() == a.tobytes()

@@ -335,7 +335,7 @@ def test_build_pairs_original_levels(shapes):
 
     ds = build_pairs(shapes[:1], noise="diffusion", level=856, original_levels=[0, 999])
     s = shapes[0]
-    assert ds["pair_id"] == [f"{s.id}@0/856", f"{s.id}@999/856"] and ds["original_level"] == [0, 999]
+    assert ds["pair_id"] == [f"{s.id}@0/856", f"{s.id}@999/856"] and ds["original_level"] == ["0", "999"]
     clean = _pixels(s.load_images()[0])
     assert np.array_equal(_pixels(ds[0]["image"]), clean)
     # the degraded original is the clean image at t = 999 (its own noise), the noisy image noises it further
@@ -344,6 +344,14 @@ def test_build_pairs_original_levels(shapes):
     assert not np.array_equal(_pixels(ds[1]["noisy_image"]), expected)
     with pytest.raises(ValueError, match="original level"):
         build_pairs(shapes[:1], original_levels=[])
+    # any degradation as "kind:level": pure noise keeps nothing of the image
+    ds = build_pairs(shapes[:1], noise="diffusion", level=856, original_levels=["pure_noise:1"])
+    assert ds["original_level"] == ["pure_noise:1"] and ds["pair_id"] == [s.id]   # one original: the plain sample id
+    expected = _pixels(degrade(s.load_images()[0], "pure_noise", 1, seed=0, key=f"{s.id}/original"))
+    assert np.array_equal(_pixels(ds[0]["image"]), expected)
+    for bad in (["pure_noise:2"], ["fog:1"], ["clean"]):
+        with pytest.raises(ValueError):
+            build_pairs(shapes[:1], original_levels=bad)
 
 
 def test_build_pairs_repeated_question_on_one_image(shapes):

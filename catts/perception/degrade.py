@@ -27,6 +27,8 @@ Kinds and levels:
 - ``key_region`` t in 0..999: diffusion noise at t only on the top ``fraction`` of patches ranked by
   a saliency map (a vision tower's attention, or the model-free ``spectral_residual_saliency``).
 - ``none`` level 0: the RGB copy.
+- ``pure_noise`` level 1 (0 clean): the diffusion's limit abar = 0, ``x = eps`` clamped: nothing of the image is
+  left, only its size. A control: an image no model can read (CDRL trains on it, docs/cdrl.md).
 
 Why hand-written rather than albumentations/imagecorruptions: the spec fixes exact numbers and
 formulas, each is a few lines of numpy + Pillow, and catts must not pull in heavy dependencies
@@ -180,6 +182,12 @@ def _none(img: Image.Image, level: int, rng: np.random.Generator) -> Image.Image
 @register("diffusion", TIMESTEPS)
 def _diffusion(img: Image.Image, t: int, rng: np.random.Generator) -> Image.Image:
     return _u8(_diffuse(np.asarray(img), t, rng))
+
+
+@register("pure_noise", range(0, 2), clean=0)
+def _pure_noise(img: Image.Image, level: int, rng: np.random.Generator) -> Image.Image:
+    eps = rng.standard_normal(np.asarray(img).shape)
+    return _u8((np.clip(eps, -1.0, 1.0) + 1.0) * 127.5)
 
 
 @register("key_region", TIMESTEPS)

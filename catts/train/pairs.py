@@ -21,8 +21,9 @@ None: the model-free spectral residual saliency); ``diffusion`` noises the whole
 The spec fixes no level for CDRL; the default 500 is our choice (mid-schedule; pass a list for several levels).
 
 Original levels (a catts extension, default ``(0,)``: the spec's clean originals): ``original_levels`` also makes rows
-whose *original* image is already degraded by diffusion at that step (its noisy image is the noise above applied on
-top). The spec's rollouts on the original are the only ones GRPO trains on, so clean originals alone never show the
+whose *original* image is already degraded, by diffusion at that step (an int) or by any catts degradation
+(``"kind:level"``, e.g. ``"pure_noise:1"``, an image nothing of which is left); its noisy image is the noise above
+applied on top. The ``original_level`` column names it as given (``"0"``, ``"856"``, ``"pure_noise:1"``). The spec's rollouts on the original are the only ones GRPO trains on, so clean originals alone never show the
 policy an image it cannot read: its confidence on such images is shaped only through the perception term's C'.
 Degraded originals put the calibration term where the model is wrong (see docs/cdrl.md for what that measured).
 """
@@ -57,7 +58,7 @@ def _features():
         "image": ImageFeature(), "noisy_image": ImageFeature(),
         "answer": text, "answer_type": text, "options": [text],
         "pair_id": text, "sample_id": text, "noise": text, "level": Value("int32"),
-        "original_level": Value("int32"),
+        "original_level": text,
     })
 
 
@@ -90,10 +91,24 @@ def noisy_copy(image: Image.Image, noise: str, level: int, *, seed: int, key: st
     raise ValueError(f"noise must be one of {NOISES}, got {noise!r}")
 
 
+def _original_spec(spec: int | str) -> tuple[str, tuple[str, int]]:
+    """An original level as given -> (its label, (degradation kind, level)); checked against the registry."""
+    text = str(spec).strip()
+    kind, _, level = text.rpartition(":")
+    kind = kind or "diffusion"
+    try:
+        t = int(level)
+    except ValueError:
+        raise ValueError(f"original level {spec!r}: give a diffusion step (e.g. 856) or 'kind:level' "
+                         f"(e.g. 'pure_noise:1')") from None
+    degrade(Image.new("RGB", (4, 4)), kind, t)  # an unknown kind or level fails here, before any image is read
+    return text, (kind, t)
+
+
 def build_pairs(samples: Iterable[Sample], *, noise: str = "key_region", level: int | Sequence[int] = DEFAULT_LEVEL,
                 seed: int = 0, fraction: float = 0.25, saliency: Callable[[Image.Image], np.ndarray] | None = None,
                 max_pixels: int | None = None, errors: list[dict] | None = None,
-                original_levels: Sequence[int] = (0,)):
+                original_levels: Sequence[int | str] = (0,)):
     """Original/noisy pairs of ``samples`` as a ``datasets.Dataset`` with the module's columns, one row per
     (sample, level). Deterministic in ``seed``.
 
@@ -109,7 +124,7 @@ def build_pairs(samples: Iterable[Sample], *, noise: str = "key_region", level: 
     levels = [level] if isinstance(level, (int, np.integer)) else list(level)
     if not levels:
         raise ValueError("give at least one noise level")
-    originals = [int(t) for t in original_levels]
+    originals = [_original_spec(t) for t in original_levels]
     if not originals:
         raise ValueError("give at least one original level (0: the clean image)")
     rows: dict[str, list] = {c: [] for c in COLUMNS}
@@ -136,8 +151,8 @@ def build_pairs(samples: Iterable[Sample], *, noise: str = "key_region", level: 
                 errors.append({"id": s.id, "error": message})
             continue
         seen[key] = s
-        for t0 in originals:
-            base = degrade(image, "diffusion", t0, seed=seed, key=f"{s.id}/original") if t0 else image
+        for t0, (kind, t) in originals:
+            base = degrade(image, kind, t, seed=seed, key=f"{s.id}/original") if t else image
             original = _png(base)
             for lv in levels:
                 noisy = noisy_copy(base, noise, int(lv), seed=seed, key=s.id, fraction=fraction, saliency_map=sal)
