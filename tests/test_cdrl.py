@@ -149,3 +149,104 @@ def test_paired_rollouts_on_the_noisy_image(one_thread):
     assert out["noisy_confidence"] == pytest.approx([completion_confidence(t) for t in paired], abs=1e-4)
     history = trainer.cdrl_rollout.history
     assert [h["noisy_text"] for h in history] == [t.text for t in paired]
+
+
+def test_completion_probability_and_brier_by_hand():
+    from catts.train.pathwise import brier_loss, completion_probability
+
+    logps = torch.tensor([[math.log(0.5), math.log(0.8), math.log(0.1)], [math.log(0.9), 0.0, -5.0]],
+                         requires_grad=True)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])   # the second completion has two tokens
+    trace = completion_probability(logps, mask, "trace_prob")
+    assert trace.tolist() == pytest.approx([(0.5 * 0.8 * 0.1) ** (1 / 3), 0.9 ** 0.5], abs=1e-6)
+    seq = completion_probability(logps, mask, "sequence_prob")
+    assert seq.tolist() == pytest.approx([0.04, 0.9], abs=1e-6)
+    loss = brier_loss(seq, torch.tensor([0, 1]))
+    assert loss.item() == pytest.approx((0.04 ** 2 + 0.1 ** 2) / 2, abs=1e-6)
+    loss.backward()
+    # d/d log p_t of (c - z)^2 / 2 = (c - z) * c for each unmasked token of a sequence probability, 0 where masked
+    g = logps.grad.tolist()
+    assert g[0] == pytest.approx([0.04 * 0.04] * 3, abs=1e-6)
+    assert g[1] == pytest.approx([-0.1 * 0.9, -0.1 * 0.9, 0.0], abs=1e-6)
+    with pytest.raises(ValueError, match="pathwise"):
+        completion_probability(logps, mask, "mean")
+
+
+def test_pathwise_calibration_loss_on_the_live_policy(tmp_path, one_thread):
+    """Two steps with the calibration term's pathwise gradient: the loss sees the live policy's trace probability
+    of the very completions the rewards scored (equal to the rollout's C at the step's start), and their
+    correctness from the output reward."""
+    from catts.train.cdrl import build_trainer, parse_cdrl_args, train_cdrl
+
+    args = ["--config", str(CONFIG), "--data", "shapes:test", "--limit", "4", "--max_steps", "2",
+            "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "run"), "--temperature", "1.0",
+            "--confidence_kind", "trace_prob", "--calibration_loss_weight", "1.0", "--learning_rate", "1e-3"]
+    seen: dict = {}
+
+    def hook(trainer):
+        seen["trainer"] = trainer
+        compute = trainer._compute_loss
+
+        def watch(model, inputs):
+            loss = compute(model, inputs)
+            from catts.train.pathwise import completion_probability
+            live = completion_probability(trainer._live_logps.detach(), inputs["completion_mask"], "trace_prob")
+            seen.setdefault("live", []).append(live.tolist())
+            seen.setdefault("correct", []).append(inputs["correct"].tolist())
+            seen.setdefault("well_formed", []).append(inputs["well_formed"].tolist())
+            return loss
+
+        trainer._compute_loss = watch
+
+    train_cdrl(*parse_cdrl_args(args), trainer_hook=hook)
+    trainer = seen["trainer"]
+    history = trainer.cdrl_rollout.history
+    first = [h["confidence"] for h in history[:8]]
+    # one generation per step, one update per generation: at step 1 the loss's policy is the rollout's policy
+    assert sorted(seen["live"][0]) == pytest.approx(sorted(first), abs=1e-4)
+    assert all(z in (0.0, 1.0) for zs in seen["correct"] + seen["well_formed"] for z in zs)
+    # correctness and format are the rewards' own scores of these completions (a right answer is well formed)
+    assert all(w >= z for zs, ws in zip(seen["correct"], seen["well_formed"]) for z, w in zip(zs, ws))
+    logged = [h for h in trainer.state.log_history if "cdrl/calibration_loss" in h]
+    assert len(logged) == 2 and all(0.0 <= h["cdrl/calibration_loss"] <= 1.0 for h in logged)
+    # the term reads raw probabilities: a tempered run is refused, as is a confidence it cannot differentiate
+    for bad in (["--temperature", "1.2"], ["--confidence_kind", "mean"]):
+        cdrl_cfg, grpo_cfg = parse_cdrl_args(args + bad)
+        with pytest.raises(ValueError, match="calibration_loss_weight"):
+            build_trainer(cdrl_cfg, grpo_cfg)
+
+
+@pytest.mark.parametrize("unparsed", ["skip", "wrong"])
+def test_supervised_calibration_baseline_trains_on_the_brier_loss_alone(tmp_path, one_thread, unparsed):
+    """``grpo_weight 0``: the step's loss is exactly w * Brier(live trace probability, correctness) over the
+    well-formed completions (``skip``) or all of them, unparsed as wrong (``wrong``), and the weights move."""
+    from catts.train.cdrl import parse_cdrl_args, train_cdrl
+    from catts.train.pathwise import brier_loss, completion_probability
+
+    args = ["--config", str(CONFIG), "--data", "shapes:test", "--limit", "4", "--max_steps", "1",
+            "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "run"), "--temperature", "1.0",
+            "--confidence_kind", "trace_prob", "--calibration_loss_weight", "2.0", "--grpo_weight", "0",
+            "--learning_rate", "1e-3", "--calibration_loss_unparsed", unparsed,
+            "--original_level", "pure_noise:1"]   # on pure noise the base breaks its format: unparsed replies
+    seen: dict = {}
+
+    def hook(trainer):
+        seen["before"] = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+        compute = trainer._compute_loss
+
+        def watch(model, inputs):
+            loss = compute(model, inputs)
+            live = completion_probability(trainer._live_logps.detach(), inputs["completion_mask"], "trace_prob")
+            ok = inputs["well_formed"] > 0 if unparsed == "skip" else torch.ones_like(inputs["correct"], dtype=bool)
+            seen["unparsed"] = int((inputs["well_formed"] == 0).sum())
+            seen["pair"] = (loss.item(), 2.0 * brier_loss(live[ok], inputs["correct"][ok]).item() if ok.any() else 0.0)
+            seen["trainer"] = trainer
+            return loss
+
+        trainer._compute_loss = watch
+
+    train_cdrl(*parse_cdrl_args(args), trainer_hook=hook)
+    loss, expected = seen["pair"]
+    assert seen["unparsed"] > 0 and loss == pytest.approx(expected, abs=1e-6)
+    after = dict(seen["trainer"].model.named_parameters())
+    assert any(not torch.equal(seen["before"][k], after[k].detach()) for k in seen["before"])

@@ -3,7 +3,8 @@
 ``train_cdrl(cdrl_cfg, grpo_cfg)`` builds the pairs (``catts.train.pairs.build_pairs``), the reward set
 (``catts.train.rewards.cdrl_rewards``, split so each term is logged), the rollout function
 (``catts.train.rollout.make_rollout``: C and C' from the live policy's top-k distributions) and TRL's
-``GRPOTrainer``, trains and saves the model and processor to ``grpo_cfg.output_dir``.
+``GRPOTrainer`` (``catts.train.pathwise.CDRLTrainer``: plain GRPO unless ``calibration_loss_weight`` adds the
+calibration term's pathwise gradient), trains and saves the model and processor to ``grpo_cfg.output_dir``.
 
 Configuration is parsed the way TRL parses its own scripts: ``parse_cdrl_args`` runs ``trl.TrlParser`` over
 (``CDRLConfig``, ``trl.GRPOConfig``), so a YAML file (``--config``) sets fields of either, and command-line flags
@@ -27,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from catts.train.pathwise import CorrectnessTap, make_trainer_class
 from catts.train.rewards import CALIBRATIONS, CONFIDENCE_KINDS, NORMALIZATIONS, cdrl_rewards
 from catts.train.rollout import C_PRIMES, make_rollout, rollout_stats
 
@@ -40,8 +42,9 @@ class CDRLConfig:
                             metadata={"help": "data specs (catts.data.load_data), e.g. shapes:train"})
     noise: str = field(default="key_region", metadata={"help": "key_region or diffusion"})
     level: list[int] = field(default_factory=lambda: [500], metadata={"help": "diffusion step(s) of the noise"})
-    original_level: list[int] = field(default_factory=lambda: [0], metadata={
-        "help": "diffusion step(s) of the originals (0: clean, the spec's; catts.train.pairs)"})
+    original_level: list[str] = field(default_factory=lambda: ["0"], metadata={
+        "help": "the originals: diffusion step(s) (0: clean, the spec's) or 'kind:level' (e.g. pure_noise:1); "
+                "catts.train.pairs"})
     perception_alpha: float = field(default=0.5, metadata={"help": "alpha: weight of the perception term"})
     perception_beta: float = field(default=0.1, metadata={
         "help": "beta inside tanh of the perception term (GRPOConfig's beta is the KL weight)"})
@@ -54,6 +57,13 @@ class CDRLConfig:
     c_prime: str = field(default="paired", metadata={
         "help": "paired (the spec: C' of G rollouts sampled on the noisy image) or teacher_forced (the option: "
                 "the same completion scored on the noisy image; cheaper, lower variance)"})
+    calibration_loss_weight: float = field(default=0.0, metadata={
+        "help": "weight of the calibration term's pathwise gradient, a Brier loss on the policy's own confidence "
+                "(a catts extension, catts.train.pathwise; 0: off, the spec's GRPO); needs temperature 1"})
+    grpo_weight: float = field(default=1.0, metadata={
+        "help": "weight of the GRPO loss (0 with calibration_loss_weight > 0: the supervised calibration baseline)"})
+    calibration_loss_unparsed: str = field(default="skip", metadata={
+        "help": "skip (an unparsed reply is left out of the pathwise Brier loss) or wrong (counted as a wrong answer)"})
     limit: int = field(default=0, metadata={"help": "use at most this many samples per data spec (0: all)"})
     max_pixels: int = field(default=0, metadata={"help": "shrink images above this many pixels (0: keep)"})
     pair_seed: int = field(default=0, metadata={"help": "seed of the noise"})
@@ -64,8 +74,9 @@ class CDRLConfig:
             self.data = [self.data]
         if isinstance(self.level, int):
             self.level = [self.level]
-        if isinstance(self.original_level, int):
+        if isinstance(self.original_level, (int, str)):
             self.original_level = [self.original_level]
+        self.original_level = [str(t) for t in self.original_level]
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
         if self.normalize not in NORMALIZATIONS:
@@ -123,7 +134,6 @@ def _logging(func: Callable) -> Callable:
 
 def build_trainer(cdrl_cfg: CDRLConfig, grpo_cfg, dataset=None):
     """The GRPOTrainer of a CDRL run (not yet trained); its rollout function is ``trainer.cdrl_rollout``."""
-    import trl
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     from catts.models import resolve_model_path
@@ -138,13 +148,19 @@ def build_trainer(cdrl_cfg: CDRLConfig, grpo_cfg, dataset=None):
                                   num_generations=grpo_cfg.num_generations,
                                   calibration_weight=cdrl_cfg.calibration_weight)
     funcs = list(funcs)
-    funcs[1] = _logging(funcs[1])
+    tap = CorrectnessTap()
+    funcs[0] = tap.wrap(funcs[0], "format")
+    funcs[1] = tap.wrap(_logging(funcs[1]), "output")
     grpo_cfg.reward_weights = list(weights)
     grpo_cfg.remove_unused_columns = False
     rollout = make_rollout(dataset, processor, confidence_kind=cdrl_cfg.confidence_kind, c_prime=cdrl_cfg.c_prime,
                            seed=grpo_cfg.seed)
-    trainer = trl.GRPOTrainer(model=model, reward_funcs=funcs, args=grpo_cfg, train_dataset=dataset,
-                              processing_class=processor, rollout_func=rollout)
+    trainer = make_trainer_class()(model=model, reward_funcs=funcs, args=grpo_cfg, train_dataset=dataset,
+                                   processing_class=processor, rollout_func=rollout, tap=tap,
+                                   confidence_kind=cdrl_cfg.confidence_kind,
+                                   calibration_loss_weight=cdrl_cfg.calibration_loss_weight,
+                                   grpo_weight=cdrl_cfg.grpo_weight,
+                                   unparsed=cdrl_cfg.calibration_loss_unparsed)
     trainer.cdrl_rollout = rollout
     return trainer
 

@@ -1,0 +1,141 @@
+"""The calibration term's pathwise gradient: a catts extension of CDRL, off by default (docs/cdrl.md).
+
+GRPO treats a reward as a number the environment hands back: it raises or lowers the log-probability of each
+sampled completion by its advantage. CDRL's confidence is not such a number. C is a function of the policy's own
+token probabilities, so the calibration reward has a second gradient, through C, that GRPO drops. On a sharp
+policy the dropped part is most of the signal. Pushing up a sampled completion raises its confidence, and a group of
+identical completions gives GRPO nothing at all. The runs in docs/cdrl.md show the confidence under noise does not
+fall with the spec's reward alone.
+
+``CDRLTrainer`` (a ``trl.GRPOTrainer``) adds that gradient as a loss on the completions GRPO trains on:
+
+    L_cal = w * mean_i (c_i - z_i)^2
+
+the Brier score of each completion's confidence c_i on its original image against its correctness z_i (R_output of
+the same step), with the gradient taken through c_i, over the well-formed completions (R_format = 1): a reply with
+no answer has no confidence to calibrate, and counting it as a wrong answer rewards garbage text, whose token
+probabilities are low (a run that did so wrote backslashes before its box under noise, docs/cdrl.md);
+``unparsed="wrong"`` keeps that rule (z = 0) for comparison. A proper score: for a fixed
+completion its optimum is c = P(correct). c_i is the trace probability ``exp(mean_t log p(y_t))`` or the sequence
+probability ``exp(sum_t log p(y_t))``, from the per-token log-probabilities TRL's loss computes anyway (no extra
+forward pass). TRL computes them at the sampling temperature, so the term needs ``temperature: 1``: the raw
+probabilities the probe reads.
+
+``grpo_weight: 0`` keeps only this loss (the KL penalty goes with the GRPO loss): a supervised calibration run on
+the same rollouts, data and steps. docs/cdrl.md uses it as the supervised calibration baseline.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+import torch
+
+PATHWISE_CONFIDENCES = ("trace_prob", "sequence_prob")
+UNPARSED_RULES = ("skip", "wrong")
+
+
+def completion_probability(per_token_logps: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
+    """(B, T) log p of each completion token and its 0/1 mask -> (B,) confidence, differentiable.
+
+    ``trace_prob``: exp(sum_t m_t log p_t / sum_t m_t); ``sequence_prob``: exp(sum_t m_t log p_t).
+    """
+    if kind not in PATHWISE_CONFIDENCES:
+        raise ValueError(f"the pathwise calibration loss takes one of {PATHWISE_CONFIDENCES}, got {kind!r}")
+    mask = mask.to(per_token_logps.dtype)
+    total = (per_token_logps * mask).sum(-1)
+    if kind == "trace_prob":
+        total = total / mask.sum(-1).clamp(min=1.0)
+    return total.exp()
+
+
+def brier_loss(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
+    """mean_i (c_i - z_i)^2."""
+    return ((confidence - correct.to(confidence.dtype)) ** 2).mean()
+
+
+class CorrectnessTap:
+    """Wraps the format and output rewards: keeps their last lists of 0/1 scores, in the order TRL handed the
+    completions."""
+
+    def __init__(self):
+        self.last: dict[str, list[float]] = {}
+
+    def wrap(self, func: Callable, name: str) -> Callable:
+        @functools.wraps(func)
+        def wrapped(*args, **kwargs):
+            out = func(*args, **kwargs)
+            self.last[name] = [float(x) for x in out]
+            return out
+        return wrapped
+
+    def take(self, name: str, n: int) -> list[float]:
+        values = self.last.pop(name, None)
+        if values is None or len(values) != n:
+            raise RuntimeError(f"the {name} reward scored {0 if values is None else len(values)} completions, "
+                               f"the batch holds {n}")
+        return values
+
+
+def make_trainer_class():
+    """``CDRLTrainer``, built on import of TRL (which the ``train`` extra installs)."""
+    import trl
+
+    class CDRLTrainer(trl.GRPOTrainer):
+        """GRPOTrainer plus the pathwise calibration loss (module docstring). ``calibration_loss_weight`` 0 is
+        plain GRPO."""
+
+        def __init__(self, *args, tap: CorrectnessTap, confidence_kind: str = "trace_prob",
+                     calibration_loss_weight: float = 0.0, grpo_weight: float = 1.0, unparsed: str = "skip",
+                     **kwargs):
+            super().__init__(*args, **kwargs)
+            if unparsed not in UNPARSED_RULES:
+                raise ValueError(f"unparsed must be one of {UNPARSED_RULES}, got {unparsed!r}")
+            self.unparsed = unparsed
+            if calibration_loss_weight and confidence_kind not in PATHWISE_CONFIDENCES:
+                raise ValueError(f"calibration_loss_weight needs confidence_kind in {PATHWISE_CONFIDENCES}, "
+                                 f"got {confidence_kind!r}")
+            if calibration_loss_weight and abs(float(self.args.temperature) - 1.0) > 1e-9:
+                raise ValueError("calibration_loss_weight needs temperature 1: TRL's log-probabilities are "
+                                 f"tempered, the probe's confidences are not (got {self.args.temperature})")
+            if grpo_weight == 0 and not calibration_loss_weight:
+                raise ValueError("grpo_weight 0 with no calibration loss trains nothing")
+            self.tap, self.confidence_kind = tap, confidence_kind
+            self.calibration_loss_weight, self.grpo_weight = float(calibration_loss_weight), float(grpo_weight)
+            self._live_logps = None
+
+        def _generate_and_score_completions(self, inputs):
+            output = super()._generate_and_score_completions(inputs)
+            n, device = output["completion_ids"].size(0), output["completion_ids"].device
+            output["correct"] = torch.tensor(self.tap.take("output", n), device=device)
+            output["well_formed"] = torch.tensor(self.tap.take("format", n), device=device)
+            return output
+
+        def _get_per_token_logps_and_entropies(self, *args, **kwargs):
+            out = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+            if torch.is_grad_enabled():
+                self._live_logps = out[0]
+            return out
+
+        def _compute_loss(self, model, inputs):
+            self._live_logps = None
+            loss = super()._compute_loss(model, inputs)
+            if not self.calibration_loss_weight:
+                return loss
+            mask = inputs["completion_mask"]
+            confidence = completion_probability(self._live_logps, mask, self.confidence_kind)
+            answered = inputs["well_formed"] > 0
+            if self.unparsed == "wrong":
+                answered = torch.ones_like(answered)
+            # a reply without an answer has no confidence to calibrate (the format reward deals with it)
+            cal = brier_loss(confidence[answered], inputs["correct"][answered]) if answered.any() \
+                else confidence.sum() * 0.0
+            mode = "train" if self.model.training else "eval"
+            self._metrics[mode]["cdrl/calibration_loss"].append(self.accelerator.gather(cal.detach()).mean().item())
+            self._metrics[mode]["cdrl/live_confidence"].append(
+                self.accelerator.gather(confidence.detach().mean()).mean().item())
+            normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+            return self.grpo_weight * loss + self.calibration_loss_weight * cal / normalizer
+
+    return CDRLTrainer
