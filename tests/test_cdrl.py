@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -250,3 +251,50 @@ def test_supervised_calibration_baseline_trains_on_the_brier_loss_alone(tmp_path
     assert seen["unparsed"] > 0 and loss == pytest.approx(expected, abs=1e-6)
     after = dict(seen["trainer"].model.named_parameters())
     assert any(not torch.equal(seen["before"][k], after[k].detach()) for k in seen["before"])
+
+
+def test_answer_mask_by_hand():
+    from catts.train.pathwise import answer_mask, completion_probability
+
+    ids = torch.zeros((3, 5), dtype=torch.long)
+    mask = answer_mask([(1, 3), None, (4, 5)], ids)
+    assert mask.tolist() == [[0, 1, 1, 0, 0], [0, 0, 0, 0, 0], [0, 0, 0, 0, 1]]
+    logps = torch.log(torch.tensor([[0.9, 0.5, 0.4, 0.9, 0.9]] * 3))
+    assert completion_probability(logps, mask, "answer_prob").tolist() == pytest.approx([0.2, 1.0, 0.9], abs=1e-6)
+    with pytest.raises(RuntimeError, match="answer token steps"):
+        answer_mask(None, ids)
+
+
+def test_pathwise_answer_probability_reads_the_answer_tokens(tmp_path, one_thread):
+    """With ``confidence_kind answer_prob`` the loss's mask covers exactly the tokens that spell each completion's
+    extracted answer, and the loss reads the live probability of those tokens."""
+    from catts.train.cdrl import parse_cdrl_args, train_cdrl
+
+    args = ["--config", str(CONFIG), "--data", "shapes:test", "--limit", "4", "--max_steps", "1",
+            "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "run"), "--temperature", "1.0",
+            "--confidence_kind", "answer_prob", "--calibration_loss_weight", "1.0"]
+    seen: dict = {}
+
+    def hook(trainer):
+        compute = trainer._compute_loss
+
+        def watch(model, inputs):
+            seen["inputs"], seen["trainer"] = inputs, trainer
+            return compute(model, inputs)
+
+        trainer._compute_loss = watch
+
+    train_cdrl(*parse_cdrl_args(args), trainer_hook=hook)
+    inputs, trainer = seen["inputs"], seen["trainer"]
+    tok = trainer.processing_class.tokenizer
+    checked = 0
+    for ids, keep, mask, ok in zip(inputs["completion_ids"], inputs["completion_mask"], inputs["answer_mask"],
+                                   inputs["well_formed"]):
+        text = tok.decode(ids[keep.bool()].tolist(), skip_special_tokens=True)
+        assert mask.sum() <= keep.sum()
+        if ok and mask.any():
+            answer = tok.decode(ids[mask.bool()].tolist(), skip_special_tokens=True).strip()
+            box = re.search(r"\\boxed\{([^}]*)\}", text)
+            assert answer and box and answer in box.group(1), (answer, text)
+            checked += 1
+    assert checked > 0

@@ -74,6 +74,18 @@ def _letter_probability(trace: Trace, steps: tuple[int, int], read: str, target:
     return probs.get(target, 0.0) / total if total > 0 else None
 
 
+def answer_token_steps(trace: Trace, answer_type: str, options: Sequence[str] = (),
+                       extraction: Extraction | None = None) -> tuple[int, int] | None:
+    """[start, end) of the completion tokens that spell the extracted answer; None when it is unparsed or its
+    characters cannot be placed on the tokens."""
+    if extraction is None:
+        extraction = extract_answer(trace.text, answer_type, options)
+    if extraction.answer is None or extraction.span is None:
+        return None
+    char_span = _char_span(trace, extraction, answer_type, options)
+    return token_span(trace.tokens, char_span) if char_span else None
+
+
 def answer_probability(trace: Trace, answer_type: str, options: Sequence[str] = (),
                        extraction: Extraction | str | None = None, *, letter: str | None = None) -> float | None:
     """Probability of the extracted answer by the module rules.
@@ -84,10 +96,7 @@ def answer_probability(trace: Trace, answer_type: str, options: Sequence[str] = 
     """
     if not isinstance(extraction, Extraction):
         extraction = extract_answer(trace.text, answer_type, options)
-    if extraction.answer is None or extraction.span is None:
-        return None
-    char_span = _char_span(trace, extraction, answer_type, options)
-    steps = token_span(trace.tokens, char_span) if char_span else None
+    steps = answer_token_steps(trace, answer_type, options, extraction)
     if steps is None:
         return None
     letters = LETTERS[: len(options)]

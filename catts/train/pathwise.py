@@ -1,28 +1,31 @@
 """The calibration term's pathwise gradient: a catts extension of CDRL, off by default (docs/cdrl.md).
 
 GRPO treats a reward as a number the environment hands back: it raises or lowers the log-probability of each
-sampled completion by its advantage. CDRL's confidence is not such a number. C is a function of the policy's own
+sampled completion by its advantage. CDRL's confidence is not such a number: C is a function of the policy's own
 token probabilities, so the calibration reward has a second gradient, through C, that GRPO drops. On a sharp
-policy the dropped part is most of the signal. Pushing up a sampled completion raises its confidence, and a group of
-identical completions gives GRPO nothing at all. The runs in docs/cdrl.md show the confidence under noise does not
-fall with the spec's reward alone.
+policy that is most of the signal: pushing up a sampled completion raises its confidence, and a group of identical
+completions gives GRPO nothing at all. In docs/cdrl.md no run with the spec's reward alone lowered the confidence
+under noise.
 
 ``CDRLTrainer`` (a ``trl.GRPOTrainer``) adds that gradient as a loss on the completions GRPO trains on:
 
     L_cal = w * mean_i (c_i - z_i)^2
 
-the Brier score of each completion's confidence c_i on its original image against its correctness z_i (R_output of
-the same step), with the gradient taken through c_i, over the well-formed completions (R_format = 1): a reply with
-no answer has no confidence to calibrate, and counting it as a wrong answer rewards garbage text, whose token
-probabilities are low (a run that did so wrote backslashes before its box under noise, docs/cdrl.md);
-``unparsed="wrong"`` keeps that rule (z = 0) for comparison. A proper score: for a fixed
-completion its optimum is c = P(correct). c_i is the trace probability ``exp(mean_t log p(y_t))`` or the sequence
-probability ``exp(sum_t log p(y_t))``, from the per-token log-probabilities TRL's loss computes anyway (no extra
-forward pass). TRL computes them at the sampling temperature, so the term needs ``temperature: 1``: the raw
+the Brier score (a proper score: for a fixed completion its optimum is c = P(correct)) of each completion's
+confidence c_i on its original image against its correctness z_i (R_output of the same step), with the gradient
+taken through c_i. c_i is the trace probability ``exp(mean_t log p(y_t))``, the sequence probability
+``exp(sum_t log p(y_t))`` or the answer probability (the same sum over the tokens that spell the extracted answer,
+located by the rollout; for a boxed option letter, the letter token's own probability, where the probe
+renormalises over the option letters). The log-probabilities are the ones TRL's loss computes anyway (no extra
+forward pass); TRL computes them at the sampling temperature, so the term needs ``temperature: 1``, the raw
 probabilities the probe reads.
 
+The mean runs over the well-formed completions (R_format = 1): a reply with no answer has no confidence to
+calibrate, and counting it as a wrong answer rewards garbage text, whose token probabilities are low (a run that
+did so wrote backslashes before its box under noise). ``unparsed="wrong"`` keeps that rule (z = 0) for comparison.
+
 ``grpo_weight: 0`` keeps only this loss (the KL penalty goes with the GRPO loss): a supervised calibration run on
-the same rollouts, data and steps. docs/cdrl.md uses it as the supervised calibration baseline.
+the same rollouts, data and steps, the supervised baseline of docs/cdrl.md.
 """
 
 from __future__ import annotations
@@ -32,14 +35,15 @@ from collections.abc import Callable
 
 import torch
 
-PATHWISE_CONFIDENCES = ("trace_prob", "sequence_prob")
+PATHWISE_CONFIDENCES = ("trace_prob", "sequence_prob", "answer_prob")
 UNPARSED_RULES = ("skip", "wrong")
 
 
 def completion_probability(per_token_logps: torch.Tensor, mask: torch.Tensor, kind: str) -> torch.Tensor:
     """(B, T) log p of each completion token and its 0/1 mask -> (B,) confidence, differentiable.
 
-    ``trace_prob``: exp(sum_t m_t log p_t / sum_t m_t); ``sequence_prob``: exp(sum_t m_t log p_t).
+    ``trace_prob``: exp(sum_t m_t log p_t / sum_t m_t); ``sequence_prob``: exp(sum_t m_t log p_t); ``answer_prob``
+    is ``sequence_prob`` over a mask of the answer's own tokens (the caller passes that mask).
     """
     if kind not in PATHWISE_CONFIDENCES:
         raise ValueError(f"the pathwise calibration loss takes one of {PATHWISE_CONFIDENCES}, got {kind!r}")
@@ -53,6 +57,18 @@ def completion_probability(per_token_logps: torch.Tensor, mask: torch.Tensor, ki
 def brier_loss(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
     """mean_i (c_i - z_i)^2."""
     return ((confidence - correct.to(confidence.dtype)) ** 2).mean()
+
+
+def answer_mask(steps: list | None, completion_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) 0/1 mask of each completion's answer tokens from their [start, end) steps (None: no answer)."""
+    if steps is None or len(steps) != completion_ids.size(0):
+        raise RuntimeError("answer_prob needs the rollout's answer token steps of every completion "
+                           "(catts.train.rollout records them)")
+    mask = torch.zeros_like(completion_ids, dtype=torch.long)
+    for i, span in enumerate(steps):
+        if span is not None:
+            mask[i, span[0]:span[1]] = 1
+    return mask
 
 
 class CorrectnessTap:
@@ -110,6 +126,9 @@ def make_trainer_class():
             n, device = output["completion_ids"].size(0), output["completion_ids"].device
             output["correct"] = torch.tensor(self.tap.take("output", n), device=device)
             output["well_formed"] = torch.tensor(self.tap.take("format", n), device=device)
+            if self.confidence_kind == "answer_prob":
+                output["answer_mask"] = answer_mask(getattr(self.rollout_func, "last_answer_steps", None),
+                                                    output["completion_ids"])
             return output
 
         def _get_per_token_logps_and_entropies(self, *args, **kwargs):
@@ -123,11 +142,13 @@ def make_trainer_class():
             loss = super()._compute_loss(model, inputs)
             if not self.calibration_loss_weight:
                 return loss
-            mask = inputs["completion_mask"]
+            mask = inputs["answer_mask"] if self.confidence_kind == "answer_prob" else inputs["completion_mask"]
             confidence = completion_probability(self._live_logps, mask, self.confidence_kind)
             answered = inputs["well_formed"] > 0
             if self.unparsed == "wrong":
                 answered = torch.ones_like(answered)
+            if self.confidence_kind == "answer_prob":  # no answer tokens, no answer probability
+                answered = answered & (mask.sum(-1) > 0)
             # a reply without an answer has no confidence to calibrate (the format reward deals with it)
             cal = brier_loss(confidence[answered], inputs["correct"][answered]) if answered.any() \
                 else confidence.sum() * 0.0

@@ -25,7 +25,8 @@ function. On each call it
 5. returns ``prompt_ids`` (the chat-templated prompt with the image tokens, as the processor encodes it),
    ``completion_ids`` (the sampled tokens, the end token included when the completion stopped), ``logprobs``
    (raw log p of each sampled token; TRL uses them only for vLLM importance sampling, off on this path) and the extra
-   fields ``confidence`` and ``noisy_confidence``, which reach ``catts.train.rewards`` as columns.
+   fields ``confidence`` and ``noisy_confidence``, which reach ``catts.train.rewards`` as columns; the token
+   steps of each completion's extracted answer are kept in ``last_answer_steps`` (for ``catts.train.pathwise``).
 
 TRL specifics handled here: ``rollout_func`` receives only the prompts (TRL has already put the original image into
 each prompt's message, and passes no other column), so the noisy image and the grading columns are found through
@@ -47,6 +48,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from catts.confidence.answer import answer_token_steps
 from catts.models.backend import Prompt, SamplingParams
 from catts.train.pairs import image_fingerprint
 from catts.train.rewards import CONFIDENCE_KINDS, completion_confidence
@@ -152,6 +154,7 @@ class Rollout:
         n = len(prompts)
         prompt_ids, completion_ids, logprobs = [None] * n, [None] * n, [None] * n
         conf, noisy_conf, records = [math.nan] * n, [math.nan] * n, [None] * n
+        answer_steps: list[tuple[int, int] | None] = [None] * n
         try:
             with torch.no_grad():
                 for members in groups.values():
@@ -174,12 +177,14 @@ class Rollout:
                         logprobs[i] = [float(x) for x in trace.logprobs]
                         conf[i] = self._confidence(trace, row)
                         noisy_conf[i] = self._confidence(ntrace, row)
+                        answer_steps[i] = answer_token_steps(trace, row["answer_type"], row["options"] or ())
                         records[i] = {"step": step, "pair_id": key, "completion_ids": completion_ids[i],
                                       "text": trace.text, "noisy_text": ntrace.text, "confidence": conf[i],
                                       "noisy_confidence": noisy_conf[i], "c_prime": self.c_prime}
         finally:
             model.train(was_training)
         self.history.extend(records)
+        self.last_answer_steps = answer_steps
         return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs,
                 "confidence": conf, "noisy_confidence": noisy_conf}
 
