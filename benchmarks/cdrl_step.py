@@ -9,7 +9,11 @@ The parts, each timed on the same 4 prompts x G = 8 rollouts (32 completions, th
 - a whole TRL step (``step_time`` in TRL's log, the mean over ``--steps`` steps after a warm-up step); the
   update is that step minus the parts above (with paired rollouts, as the trainer ran).
 
-The last line is the ratio of paired to teacher-forced C' cost.
+Then the pathwise calibration loss (``catts.train.pathwise``): two more short runs at temperature 1, with and
+without ``calibration_loss_weight``, whole TRL steps side by side (it reuses the loss's log-probabilities, so it
+should cost next to nothing).
+
+The last lines are the ratio of paired to teacher-forced C' cost and of a step with the pathwise loss to one without.
 
     python benchmarks/cdrl_step.py [--steps 5] [--threads 2]
 """
@@ -86,6 +90,23 @@ def main() -> None:
                     ("update and the rest (step - parts)", t_update), ("whole TRL step (mean)", t_step)):
         print(f"  {name:38s} {t:7.3f} s")
     print(f"paired / teacher-forced C' cost: {t_paired / t_forced:.2f}x")
+    plain = mean_step_time(args.steps, out, ["--temperature", "1"])
+    pathwise = mean_step_time(args.steps, out, ["--temperature", "1", "--calibration_loss_weight", "8"])
+    print(f"  {'TRL step at T 1, GRPO only':38s} {plain:7.3f} s")
+    print(f"  {'TRL step at T 1, + pathwise Brier':38s} {pathwise:7.3f} s")
+    print(f"pathwise / plain step: {pathwise / plain:.2f}x")
+
+
+def mean_step_time(steps: int, out: str, extra: list[str]) -> float:
+    """Mean TRL ``step_time`` of ``steps`` steps after a warm-up step, the shipped recipe plus ``extra`` flags."""
+    from catts.train.cdrl import build_trainer, parse_cdrl_args
+
+    cdrl_cfg, grpo_cfg = parse_cdrl_args(["--config", "catts/train/configs/cdrl_tiny_ship.yaml", "--limit", "16",
+                                          "--max_steps", str(steps + 1), "--logging_steps", "1",
+                                          "--output_dir", out, *extra])
+    trainer = build_trainer(cdrl_cfg, grpo_cfg)
+    trainer.train()
+    return float(np.mean([h["step_time"] for h in trainer.state.log_history if "step_time" in h][1:]))
 
 
 if __name__ == "__main__":

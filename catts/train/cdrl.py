@@ -12,7 +12,8 @@ override it; GRPOConfig's options are TRL's, not copied here. ``catts train cdrl
 
 Logged per step besides TRL's own metrics (``rewards/<name>/mean`` for format, output, perception and calibration,
 ``reward``, ...): ``cdrl/confidence`` (mean C), ``cdrl/noisy_confidence`` (mean C'), ``cdrl/confidence_gap``
-(mean C - C'), ``cdrl/accuracy`` (mean R_output), and from the rewards ``cdrl/unparsed``, ``cdrl/tied_groups``.
+(mean C - C'), ``cdrl/accuracy`` (mean R_output), and from the rewards ``cdrl/unparsed``, ``cdrl/tied_groups``;
+with the pathwise loss also ``cdrl/calibration_loss`` and ``cdrl/live_confidence`` (the loss's own c).
 Written to ``output_dir``: the model, processor, ``trainer_state.json`` (TRL's log history), ``cdrl_config.json``
 and ``rollouts.jsonl`` (every rollout's pair id, completion, C and C').
 """
