@@ -23,8 +23,9 @@ The spec fixes no level for CDRL; the default 500 is our choice (mid-schedule; p
 Original levels (a catts extension, default ``(0,)``: the spec's clean originals): ``original_levels`` also makes rows
 whose *original* image is already degraded, by diffusion at that step (an int) or by any catts degradation
 (``"kind:level"``, e.g. ``"pure_noise:1"``, an image nothing of which is left); its noisy image is the noise above
-applied on top. The ``original_level`` column names it as given (``"0"``, ``"856"``, ``"pure_noise:1"``). The spec's rollouts on the original are the only ones GRPO trains on, so clean originals alone never show the
-policy an image it cannot read: its confidence on such images is shaped only through the perception term's C'.
+applied on top. The ``original_level`` column names it as given (``"0"``, ``"856"``, ``"pure_noise:1"``). The
+spec's rollouts on the original are the only ones GRPO trains on, so clean originals alone never show the policy an
+image it cannot read: its confidence on such images is shaped only through the perception term's C'.
 Degraded originals put the calibration term where the model is wrong (see docs/cdrl.md for what that measured).
 """
 
