@@ -349,8 +349,8 @@ def test_build_pairs_original_levels(shapes):
     assert ds["original_level"] == ["pure_noise:1"] and ds["pair_id"] == [s.id]   # one original: the plain sample id
     expected = _pixels(degrade(s.load_images()[0], "pure_noise", 1, seed=0, key=f"{s.id}/original"))
     assert np.array_equal(_pixels(ds[0]["image"]), expected)
-    for bad in (["pure_noise:2"], ["fog:1"], ["clean"]):
-        with pytest.raises(ValueError):
+    for bad in (["pure_noise:2"], ["fog:1"], ["clean"], ["diffusion:L8"]):
+        with pytest.raises(ValueError, match="original level"):
             build_pairs(shapes[:1], original_levels=bad)
 
 

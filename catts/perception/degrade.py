@@ -75,11 +75,12 @@ def diffusion_levels(L: int) -> list[int]:
     return [round(i * (STEPS - 1) / (L - 1)) for i in range(L)]
 
 
-def _diffuse(a: np.ndarray, t: int, rng: np.random.Generator) -> np.ndarray:
-    """uint8 HxWx3 -> float array in 0..255 (unrounded) after forward noise at step t."""
+def _diffuse(a: np.ndarray, t: int, rng: np.random.Generator, abar: float | None = None) -> np.ndarray:
+    """uint8 HxWx3 -> float array in 0..255 (unrounded) after forward noise at step t (or at ``abar`` given)."""
+    abar = ALPHA_BARS[t] if abar is None else abar
     x0 = a.astype(np.float64) / 127.5 - 1.0
     eps = rng.standard_normal(a.shape)
-    xt = np.sqrt(ALPHA_BARS[t]) * x0 + np.sqrt(1.0 - ALPHA_BARS[t]) * eps
+    xt = np.sqrt(abar) * x0 + np.sqrt(1.0 - abar) * eps
     return (np.clip(xt, -1.0, 1.0) + 1.0) * 127.5
 
 # ---------------------------------------------------------------------------- saliency
@@ -186,8 +187,7 @@ def _diffusion(img: Image.Image, t: int, rng: np.random.Generator) -> Image.Imag
 
 @register("pure_noise", range(0, 2), clean=0)
 def _pure_noise(img: Image.Image, level: int, rng: np.random.Generator) -> Image.Image:
-    eps = rng.standard_normal(np.asarray(img).shape)
-    return _u8((np.clip(eps, -1.0, 1.0) + 1.0) * 127.5)
+    return _u8(_diffuse(np.asarray(img), 0, rng, abar=0.0))
 
 
 @register("key_region", TIMESTEPS)

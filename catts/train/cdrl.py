@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from catts.train.pathwise import CorrectnessTap, make_trainer_class
+from catts.train.pathwise import RewardTap, make_trainer_class
 from catts.train.rewards import CALIBRATIONS, CONFIDENCE_KINDS, NORMALIZATIONS, cdrl_rewards
 from catts.train.rollout import C_PRIMES, make_rollout, rollout_stats
 
@@ -149,7 +149,7 @@ def build_trainer(cdrl_cfg: CDRLConfig, grpo_cfg, dataset=None):
                                   num_generations=grpo_cfg.num_generations,
                                   calibration_weight=cdrl_cfg.calibration_weight)
     funcs = list(funcs)
-    tap = CorrectnessTap()
+    tap = RewardTap()
     funcs[0] = tap.wrap(funcs[0], "format")
     funcs[1] = tap.wrap(_logging(funcs[1]), "output")
     grpo_cfg.reward_weights = list(weights)

@@ -40,7 +40,7 @@ from PIL import Image
 
 from catts.data.image import DataError, fit_image, to_rgb
 from catts.data.sample import Sample
-from catts.perception.degrade import degrade, key_region_noise
+from catts.perception.degrade import degrade, key_region_noise, parse_degrade_spec
 from catts.prompts import build_prompt
 
 NOISES = ("key_region", "diffusion")
@@ -93,17 +93,17 @@ def noisy_copy(image: Image.Image, noise: str, level: int, *, seed: int, key: st
 
 
 def _original_spec(spec: int | str) -> tuple[str, tuple[str, int]]:
-    """An original level as given -> (its label, (degradation kind, level)); checked against the registry."""
+    """An original level as given -> (its label, (degradation kind, level)): a bare step is diffusion's, anything
+    else goes through ``parse_degrade_spec`` (which checks it against the registry) and must name one level."""
     text = str(spec).strip()
-    kind, _, level = text.rpartition(":")
-    kind = kind or "diffusion"
     try:
-        t = int(level)
-    except ValueError:
+        kind, levels = parse_degrade_spec(text if ":" in text else f"diffusion:{text}")
+        if len(levels) != 1:
+            raise ValueError(f"one level, got {len(levels)}")
+    except ValueError as e:
         raise ValueError(f"original level {spec!r}: give a diffusion step (e.g. 856) or 'kind:level' "
-                         f"(e.g. 'pure_noise:1')") from None
-    degrade(Image.new("RGB", (4, 4)), kind, t)  # an unknown kind or level fails here, before any image is read
-    return text, (kind, t)
+                         f"(e.g. 'pure_noise:1'): {e}") from None
+    return text, (kind, levels[0])
 
 
 def build_pairs(samples: Iterable[Sample], *, noise: str = "key_region", level: int | Sequence[int] = DEFAULT_LEVEL,

@@ -71,7 +71,7 @@ def answer_mask(steps: list | None, completion_ids: torch.Tensor) -> torch.Tenso
     return mask
 
 
-class CorrectnessTap:
+class RewardTap:
     """Wraps the format and output rewards: keeps their last lists of 0/1 scores, in the order TRL handed the
     completions."""
 
@@ -102,7 +102,7 @@ def make_trainer_class():
         """GRPOTrainer plus the pathwise calibration loss (module docstring). ``calibration_loss_weight`` 0 is
         plain GRPO."""
 
-        def __init__(self, *args, tap: CorrectnessTap, confidence_kind: str = "trace_prob",
+        def __init__(self, *args, tap: RewardTap, confidence_kind: str = "trace_prob",
                      calibration_loss_weight: float = 0.0, grpo_weight: float = 1.0, unparsed: str = "skip",
                      **kwargs):
             super().__init__(*args, **kwargs)

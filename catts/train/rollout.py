@@ -25,8 +25,9 @@ function. On each call it
 5. returns ``prompt_ids`` (the chat-templated prompt with the image tokens, as the processor encodes it),
    ``completion_ids`` (the sampled tokens, the end token included when the completion stopped), ``logprobs``
    (raw log p of each sampled token; TRL uses them only for vLLM importance sampling, off on this path) and the extra
-   fields ``confidence`` and ``noisy_confidence``, which reach ``catts.train.rewards`` as columns; the token
-   steps of each completion's extracted answer are kept in ``last_answer_steps`` (for ``catts.train.pathwise``).
+   fields ``confidence`` and ``noisy_confidence``, which reach ``catts.train.rewards`` as columns; with
+   ``confidence_kind="answer_prob"`` the token steps of each completion's extracted answer are kept in
+   ``last_answer_steps`` (for ``catts.train.pathwise``).
 
 TRL specifics handled here: ``rollout_func`` receives only the prompts (TRL has already put the original image into
 each prompt's message, and passes no other column), so the noisy image and the grading columns are found through
@@ -177,7 +178,8 @@ class Rollout:
                         logprobs[i] = [float(x) for x in trace.logprobs]
                         conf[i] = self._confidence(trace, row)
                         noisy_conf[i] = self._confidence(ntrace, row)
-                        answer_steps[i] = answer_token_steps(trace, row["answer_type"], row["options"] or ())
+                        if self.confidence_kind == "answer_prob":
+                            answer_steps[i] = answer_token_steps(trace, row["answer_type"], row["options"] or ())
                         records[i] = {"step": step, "pair_id": key, "completion_ids": completion_ids[i],
                                       "text": trace.text, "noisy_text": ntrace.text, "confidence": conf[i],
                                       "noisy_confidence": noisy_conf[i], "c_prime": self.c_prime}
