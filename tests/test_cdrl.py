@@ -298,3 +298,93 @@ def test_pathwise_answer_probability_reads_the_answer_tokens(tmp_path, one_threa
             assert answer and box and answer in box.group(1), (answer, text)
             checked += 1
     assert checked > 0
+
+
+def test_clean_kl_by_hand():
+    from catts.train.pathwise import clean_kl
+
+    logps = torch.log(torch.tensor([[0.5, 0.8, 0.9], [0.2, 0.9, 0.9], [0.5, 0.5, 0.5]]))
+    ref = torch.log(torch.tensor([[0.25, 0.8, 0.1], [0.9, 0.9, 0.9], [0.5, 0.5, 0.5]]))
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1], [1, 1, 1]])
+    clean = torch.tensor([True, False, True])
+    # k3 per token: r/p - log(r/p) - 1 with r/p the reference's over the policy's probability
+    k3 = [0.5 - math.log(0.5) - 1, 0.0, 0.0, 0.0, 0.0]   # row 0's two tokens, row 2's three; row 1 is not clean
+    assert clean_kl(logps, ref, mask, clean).item() == pytest.approx(sum(k3) / 5, abs=1e-6)
+    assert clean_kl(logps, ref, mask, torch.tensor([False] * 3)).item() == 0.0
+
+
+def test_clean_anchor_reads_the_clean_originals_of_the_live_policy(tmp_path, one_thread):
+    """``anchor_kl_weight``: the anchor is the live policy's KL to the reference over exactly the completions of
+    clean originals (logged as cdrl/clean_kl), 0 while the policy is the reference, positive once GRPO has moved it.
+    Refused without a reference model (beta 0)."""
+    from catts.train.cdrl import build_trainer, parse_cdrl_args, train_cdrl
+    from catts.train.pathwise import clean_kl
+
+    args = ["--config", str(CONFIG), "--data", "shapes:test", "--limit", "4", "--max_steps", "3",
+            "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "run"), "--beta", "0.04",
+            "--original_level", "0", "pure_noise:1", "--learning_rate", "1e-2", "--anchor_kl_weight", "5",
+            "--format_weight", "3"]
+    seen: list = []
+
+    def hook(trainer):
+        compute = trainer._compute_loss
+
+        def watch(model, inputs):
+            loss = compute(model, inputs)
+            anchor = clean_kl(trainer._live_logps.detach(), inputs["ref_per_token_logps"], inputs["completion_mask"],
+                              inputs["clean_original"])
+            seen.append((anchor.item(), inputs["clean_original"].tolist(), trainer))
+            return loss
+
+        trainer._compute_loss = watch
+
+    train_cdrl(*parse_cdrl_args(args), trainer_hook=hook)
+    trainer = seen[0][2]
+    assert trainer.reward_weights.tolist() == [3.0, 1.0, 0.5, 1.0]     # format_weight reaches TRL's weights
+    history = trainer.cdrl_rollout.history
+    # TRL shuffles a generated batch before the loss sees it: count the clean completions of each step
+    counts = [sum(step[1]) for step in seen]
+    assert counts == [sum("@0/" in h["pair_id"] for h in history[8 * i:8 * i + 8]) for i in range(len(seen))]
+    assert 0 < sum(counts) < 8 * len(seen)
+    anchors = [a for a, *_ in seen]
+    logged = [h["cdrl/clean_kl"] for h in trainer.state.log_history if "cdrl/clean_kl" in h]
+    assert logged == pytest.approx(anchors, abs=1e-6)
+    assert anchors[0] == pytest.approx(0.0, abs=1e-7)    # step 1: the policy is the reference
+    assert max(anchors[1:]) > 1e-6     # the moved policy is off the reference on clean images, and the anchor sees it
+    cdrl_cfg, grpo_cfg = parse_cdrl_args(args + ["--beta", "0"])
+    with pytest.raises(ValueError, match="beta > 0"):
+        build_trainer(cdrl_cfg, grpo_cfg)
+
+
+def test_calibration_loss_can_leave_clean_originals_out(tmp_path, one_thread):
+    """``calibration_loss_clean false``: the Brier loss runs over the well-formed completions of degraded originals
+    only (here with the GRPO loss off, so the step's loss is exactly that)."""
+    from catts.train.cdrl import parse_cdrl_args, train_cdrl
+    from catts.train.pathwise import brier_loss, completion_probability
+
+    args = ["--config", str(CONFIG), "--data", "easyvqa:test", "--limit", "4", "--max_steps", "1",
+            "--per_device_train_batch_size", "16", "--output_dir", str(tmp_path / "run"), "--temperature", "1.0",
+            "--confidence_kind", "trace_prob", "--calibration_loss_weight", "2.0", "--grpo_weight", "0",
+            "--original_level", "0", "999", "--calibration_loss_clean", "false"]
+    seen: dict = {}
+
+    def hook(trainer):
+        compute = trainer._compute_loss
+
+        def watch(model, inputs):
+            loss = compute(model, inputs)
+            live = completion_probability(trainer._live_logps.detach(), inputs["completion_mask"], "trace_prob")
+            clean = inputs["clean_original"]
+            ok = (inputs["well_formed"] > 0) & ~clean
+            seen["clean"] = int(clean.sum())
+            seen["pair"] = (loss.item(), 2.0 * brier_loss(live[ok], inputs["correct"][ok]).item())
+            seen["all"] = 2.0 * brier_loss(live[inputs["well_formed"] > 0],
+                                           inputs["correct"][inputs["well_formed"] > 0]).item()
+            return loss
+
+        trainer._compute_loss = watch
+
+    train_cdrl(*parse_cdrl_args(args), trainer_hook=hook)
+    loss, expected = seen["pair"]
+    assert 0 < seen["clean"] < 16 and loss == pytest.approx(expected, rel=1e-5)
+    assert loss > 0.01 and loss != pytest.approx(seen["all"], rel=1e-3)   # the clean rows did count otherwise

@@ -241,6 +241,8 @@ def test_reward_names_for_trl():
     assert [f.__name__ for f in funcs] == ["format_reward", "output_reward", "confidence_reward"]
     assert weights == [1.0, 1.0, 1.0]
     assert cdrl_rewards(0.25, 0.1, calibration_weight=2.0).weights == [1.0, 1.0, 0.25, 2.0]
+    assert cdrl_rewards(0.25, 0.1, format_weight=3.0).weights == [3.0, 1.0, 0.25, 1.0]
+    assert cdrl_rewards(0.25, 0.1, format_weight=3.0, split=False).weights == [3.0, 1.0, 1.0]
     with pytest.raises(ValueError, match="split=True"):
         cdrl_rewards(0.25, 0.1, calibration_weight=2.0, split=False)
 

@@ -13,7 +13,8 @@ override it; GRPOConfig's options are TRL's, not copied here. ``catts train cdrl
 Logged per step besides TRL's own metrics (``rewards/<name>/mean`` for format, output, perception and calibration,
 ``reward``, ...): ``cdrl/confidence`` (mean C), ``cdrl/noisy_confidence`` (mean C'), ``cdrl/confidence_gap``
 (mean C - C'), ``cdrl/accuracy`` (mean R_output), and from the rewards ``cdrl/unparsed``, ``cdrl/tied_groups``;
-with the pathwise loss also ``cdrl/calibration_loss`` and ``cdrl/live_confidence`` (the loss's own c).
+with the pathwise loss also ``cdrl/calibration_loss`` and ``cdrl/live_confidence`` (the loss's own c), with the
+clean anchor ``cdrl/clean_kl``.
 Written to ``output_dir``: the model, processor, ``trainer_state.json`` (TRL's log history), ``cdrl_config.json``
 and ``rollouts.jsonl`` (every rollout's pair id, completion, C and C').
 """
@@ -52,6 +53,8 @@ class CDRLConfig:
     calibration: str = field(default="spec", metadata={"help": "spec or brier"})
     calibration_weight: float = field(default=1.0, metadata={
         "help": "weight of the calibration term in the reward (1: the spec's sum)"})
+    format_weight: float = field(default=1.0, metadata={
+        "help": "weight of the format term in the reward (1: the spec's sum)"})
     normalize: str = field(default="group", metadata={
         "help": "group (the spec's Cnorm: min-max within the G rollouts) or none (a probability-valued C as it is)"})
     confidence_kind: str = field(default="mean", metadata={"help": "the confidence C (catts.train.rewards)"})
@@ -65,6 +68,11 @@ class CDRLConfig:
         "help": "weight of the GRPO loss (0 with calibration_loss_weight > 0: the supervised calibration baseline)"})
     calibration_loss_unparsed: str = field(default="skip", metadata={
         "help": "skip (an unparsed reply is left out of the pathwise Brier loss) or wrong (counted as a wrong answer)"})
+    calibration_loss_clean: bool = field(default=True, metadata={
+        "help": "false: leave completions of clean originals out of the pathwise Brier loss (catts.train.pathwise)"})
+    anchor_kl_weight: float = field(default=0.0, metadata={
+        "help": "weight of an extra KL to the reference on completions of clean originals (a catts extension, "
+                "catts.train.pathwise; 0: off); needs GRPO's beta > 0"})
     limit: int = field(default=0, metadata={"help": "use at most this many samples per data spec (0: all)"})
     max_pixels: int = field(default=0, metadata={"help": "shrink images above this many pixels (0: keep)"})
     pair_seed: int = field(default=0, metadata={"help": "seed of the noise"})
@@ -147,7 +155,8 @@ def build_trainer(cdrl_cfg: CDRLConfig, grpo_cfg, dataset=None):
     funcs, weights = cdrl_rewards(cdrl_cfg.perception_alpha, cdrl_cfg.perception_beta,
                                   calibration=cdrl_cfg.calibration, normalize=cdrl_cfg.normalize,
                                   num_generations=grpo_cfg.num_generations,
-                                  calibration_weight=cdrl_cfg.calibration_weight)
+                                  calibration_weight=cdrl_cfg.calibration_weight,
+                                  format_weight=cdrl_cfg.format_weight)
     funcs = list(funcs)
     tap = RewardTap()
     funcs[0] = tap.wrap(funcs[0], "format")
@@ -161,7 +170,9 @@ def build_trainer(cdrl_cfg: CDRLConfig, grpo_cfg, dataset=None):
                                    confidence_kind=cdrl_cfg.confidence_kind,
                                    calibration_loss_weight=cdrl_cfg.calibration_loss_weight,
                                    grpo_weight=cdrl_cfg.grpo_weight,
-                                   unparsed=cdrl_cfg.calibration_loss_unparsed)
+                                   unparsed=cdrl_cfg.calibration_loss_unparsed,
+                                   anchor_kl_weight=cdrl_cfg.anchor_kl_weight,
+                                   calibrate_clean=cdrl_cfg.calibration_loss_clean)
     trainer.cdrl_rollout = rollout
     return trainer
 

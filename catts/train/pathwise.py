@@ -24,6 +24,17 @@ The mean runs over the well-formed completions (R_format = 1): a reply with no a
 calibrate, and counting it as a wrong answer rewards garbage text, whose token probabilities are low (a run that
 did so wrote backslashes before its box under noise). ``unparsed="wrong"`` keeps that rule (z = 0) for comparison.
 
+``anchor_kl_weight`` anchors the clean images: it adds ``w_a * KL(policy || reference)`` (TRL's per-token k3
+estimator, the one its ``beta`` uses, against the same reference model) over the completions whose original is the
+clean image (original level "0"), on top of GRPO's own KL on every completion. The calibration loss is learned on
+degraded originals; without an anchor its lesson (answer with less certainty than the description) spreads to clean
+images, where the model then stops copying its own description (docs/cdrl.md, run P). It needs GRPO's ``beta > 0``
+(TRL loads the reference model only then).
+
+``calibrate_clean: False`` leaves the completions of clean originals out of the Brier loss (the anchor's side of
+the split: degraded originals teach the confidence, clean ones are held where they were). In docs/cdrl.md (run X)
+that kept clean accuracy and lost most of the calibration: the loss needs the clean side of the contrast.
+
 ``grpo_weight: 0`` keeps only this loss (the KL penalty goes with the GRPO loss): a supervised calibration run on
 the same rollouts, data and steps, the supervised baseline of docs/cdrl.md.
 """
@@ -57,6 +68,17 @@ def completion_probability(per_token_logps: torch.Tensor, mask: torch.Tensor, ki
 def brier_loss(confidence: torch.Tensor, correct: torch.Tensor) -> torch.Tensor:
     """mean_i (c_i - z_i)^2."""
     return ((confidence - correct.to(confidence.dtype)) ** 2).mean()
+
+
+def clean_kl(per_token_logps: torch.Tensor, ref_per_token_logps: torch.Tensor, mask: torch.Tensor,
+             clean: torch.Tensor) -> torch.Tensor:
+    """Mean over the tokens of the clean rows of the k3 estimate of KL(policy || reference):
+    exp(r - l) - (r - l) - 1 per token, l and r the policy's and the reference's log-probabilities (0 if no row is
+    clean)."""
+    mask = mask.to(per_token_logps.dtype) * clean.to(per_token_logps.dtype)[:, None]
+    diff = ref_per_token_logps - per_token_logps
+    per_token = torch.exp(diff) - diff - 1
+    return (per_token * mask).sum() / mask.sum().clamp(min=1.0)
 
 
 def answer_mask(steps: list | None, completion_ids: torch.Tensor) -> torch.Tensor:
@@ -104,7 +126,7 @@ def make_trainer_class():
 
         def __init__(self, *args, tap: RewardTap, confidence_kind: str = "trace_prob",
                      calibration_loss_weight: float = 0.0, grpo_weight: float = 1.0, unparsed: str = "skip",
-                     **kwargs):
+                     anchor_kl_weight: float = 0.0, calibrate_clean: bool = True, **kwargs):
             super().__init__(*args, **kwargs)
             if unparsed not in UNPARSED_RULES:
                 raise ValueError(f"unparsed must be one of {UNPARSED_RULES}, got {unparsed!r}")
@@ -115,8 +137,11 @@ def make_trainer_class():
             if calibration_loss_weight and abs(float(self.args.temperature) - 1.0) > 1e-9:
                 raise ValueError("calibration_loss_weight needs temperature 1: TRL's log-probabilities are "
                                  f"tempered, the probe's confidences are not (got {self.args.temperature})")
-            if grpo_weight == 0 and not calibration_loss_weight:
+            if grpo_weight == 0 and not (calibration_loss_weight or anchor_kl_weight):
                 raise ValueError("grpo_weight 0 with no calibration loss trains nothing")
+            if anchor_kl_weight and not self.beta:
+                raise ValueError("anchor_kl_weight needs GRPO's beta > 0 (TRL keeps a reference model only then)")
+            self.anchor_kl_weight, self.calibrate_clean = float(anchor_kl_weight), bool(calibrate_clean)
             self.tap, self.confidence_kind = tap, confidence_kind
             self.calibration_loss_weight, self.grpo_weight = float(calibration_loss_weight), float(grpo_weight)
             self._live_logps = None
@@ -126,6 +151,11 @@ def make_trainer_class():
             n, device = output["completion_ids"].size(0), output["completion_ids"].device
             output["correct"] = torch.tensor(self.tap.take("output", n), device=device)
             output["well_formed"] = torch.tensor(self.tap.take("format", n), device=device)
+            if self.anchor_kl_weight or not self.calibrate_clean:
+                if len(inputs) != n:
+                    raise RuntimeError(f"{len(inputs)} rows gave {n} completions")
+                output["clean_original"] = torch.tensor([str(x.get("original_level", "0")) == "0" for x in inputs],
+                                                        device=device)
             if self.confidence_kind == "answer_prob":
                 output["answer_mask"] = answer_mask(getattr(self.rollout_func, "last_answer_steps", None),
                                                     output["completion_ids"])
@@ -140,6 +170,14 @@ def make_trainer_class():
         def _compute_loss(self, model, inputs):
             self._live_logps = None
             loss = super()._compute_loss(model, inputs)
+            mode = "train" if self.model.training else "eval"
+            normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+            loss = self.grpo_weight * loss
+            if self.anchor_kl_weight:
+                anchor = clean_kl(self._live_logps, inputs["ref_per_token_logps"], inputs["completion_mask"],
+                                  inputs["clean_original"])
+                self._metrics[mode]["cdrl/clean_kl"].append(self.accelerator.gather(anchor.detach()).mean().item())
+                loss = loss + self.anchor_kl_weight * anchor / normalizer
             if not self.calibration_loss_weight:
                 return loss
             mask = inputs["answer_mask"] if self.confidence_kind == "answer_prob" else inputs["completion_mask"]
@@ -149,14 +187,14 @@ def make_trainer_class():
                 answered = torch.ones_like(answered)
             if self.confidence_kind == "answer_prob":  # no answer tokens, no answer probability
                 answered = answered & (mask.sum(-1) > 0)
+            if not self.calibrate_clean:
+                answered = answered & ~inputs["clean_original"]
             # a reply without an answer has no confidence to calibrate (the format reward deals with it)
             cal = brier_loss(confidence[answered], inputs["correct"][answered]) if answered.any() \
                 else confidence.sum() * 0.0
-            mode = "train" if self.model.training else "eval"
             self._metrics[mode]["cdrl/calibration_loss"].append(self.accelerator.gather(cal.detach()).mean().item())
             self._metrics[mode]["cdrl/live_confidence"].append(
                 self.accelerator.gather(confidence.detach().mean()).mean().item())
-            normalizer = self.current_gradient_accumulation_steps if mode == "train" else 1.0
-            return self.grpo_weight * loss + self.calibration_loss_weight * cal / normalizer
+            return loss + self.calibration_loss_weight * cal / normalizer
 
     return CDRLTrainer

@@ -347,14 +347,15 @@ def _bound(func: Callable, **options) -> Callable:
 
 def cdrl_rewards(alpha: float, beta: float, *, calibration: str = "spec", normalize: str = "group",
                  num_generations: int | None = None, strict: bool = True, tie_tol: float = TIE_TOL,
-                 split: bool = True, calibration_weight: float = 1.0) -> CDRLRewards:
+                 split: bool = True, calibration_weight: float = 1.0, format_weight: float = 1.0) -> CDRLRewards:
     """The CDRL reward set, r_j = R_output_j + R_format_j + alpha * P_j + K_j.
 
     ``split=True``: [format_reward, output_reward, perception_reward, calibration_reward] with weights
     [1, 1, alpha, 1], so TRL logs each term; ``split=False``: [format_reward, output_reward, confidence_reward]
     with weights [1, 1, 1]. Both give the same total. ``num_generations`` (TRL's G) makes the groups blocks of G,
     checked against the ``pair_id`` column. ``calibration_weight`` scales the calibration term (1: the spec's sum;
-    with ``split=False`` it needs 1, the term being inside ``confidence_reward``)."""
+    with ``split=False`` it needs 1, the term being inside ``confidence_reward``); ``format_weight`` scales the
+    format term (1: the spec's)."""
     if calibration not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
     if normalize not in NORMALIZATIONS:
@@ -364,10 +365,11 @@ def cdrl_rewards(alpha: float, beta: float, *, calibration: str = "spec", normal
     head = [format_reward, _bound(output_reward, strict=strict)]
     if split:
         return CDRLRewards(head + [_bound(perception_reward, beta=beta), _bound(calibration_reward, **common)],
-                           [1.0, 1.0, float(alpha), float(calibration_weight)])
+                           [float(format_weight), 1.0, float(alpha), float(calibration_weight)])
     if calibration_weight != 1.0:
         raise ValueError("calibration_weight other than 1 needs split=True")
-    return CDRLRewards(head + [_bound(confidence_reward, alpha=alpha, beta=beta, **common)], [1.0, 1.0, 1.0])
+    return CDRLRewards(head + [_bound(confidence_reward, alpha=alpha, beta=beta, **common)],
+                       [float(format_weight), 1.0, 1.0])
 
 # ---------------------------------------------------------------------------- confidences from log-probabilities
 
