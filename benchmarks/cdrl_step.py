@@ -9,11 +9,11 @@ The parts, each timed on the same 4 prompts x G = 8 rollouts (32 completions, th
 - a whole TRL step (``step_time`` in TRL's log, the mean over ``--steps`` steps after a warm-up step); the
   update is that step minus the parts above (with paired rollouts, as the trainer ran).
 
-Then the pathwise calibration loss (``catts.train.pathwise``): two more short runs at temperature 1, with and
-without ``calibration_loss_weight``, whole TRL steps side by side (it reuses the loss's log-probabilities, so it
-should cost next to nothing).
+Then the shipped recipe's two catts extensions (``catts.train.pathwise``: the pathwise Brier loss and the clean
+anchor): two more short runs, the recipe as shipped and with both off (GRPO only), whole TRL steps side by side
+(both reuse log-probabilities the step computes anyway, so they should cost next to nothing).
 
-The last lines are the ratio of paired to teacher-forced C' cost and of a step with the pathwise loss to one without.
+The last lines are the ratio of paired to teacher-forced C' cost and of a shipped step to a GRPO-only one.
 
     python benchmarks/cdrl_step.py [--steps 5] [--threads 2]
 """
@@ -90,11 +90,11 @@ def main() -> None:
                     ("update and the rest (step - parts)", t_update), ("whole TRL step (mean)", t_step)):
         print(f"  {name:38s} {t:7.3f} s")
     print(f"paired / teacher-forced C' cost: {t_paired / t_forced:.2f}x")
-    plain = mean_step_time(args.steps, out, ["--temperature", "1"])
-    pathwise = mean_step_time(args.steps, out, ["--temperature", "1", "--calibration_loss_weight", "8"])
-    print(f"  {'TRL step at T 1, GRPO only':38s} {plain:7.3f} s")
-    print(f"  {'TRL step at T 1, + pathwise Brier':38s} {pathwise:7.3f} s")
-    print(f"pathwise / plain step: {pathwise / plain:.2f}x")
+    plain = mean_step_time(args.steps, out, ["--calibration_loss_weight", "0", "--anchor_kl_weight", "0"])
+    pathwise = mean_step_time(args.steps, out, [])
+    print(f"  {'TRL step, GRPO only':38s} {plain:7.3f} s")
+    print(f"  {'TRL step, + pathwise Brier + anchor':38s} {pathwise:7.3f} s")
+    print(f"shipped (pathwise + anchor) / GRPO-only step: {pathwise / plain:.2f}x")
 
 
 def mean_step_time(steps: int, out: str, extra: list[str]) -> float:
