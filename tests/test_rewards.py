@@ -54,6 +54,26 @@ def test_format_reward_exactly_one_closed_nonempty_box():
     assert format_reward(completions) == [1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0]
 
 
+def test_format_reward_answer_rule_asks_for_a_parsed_answer():
+    """``rule="answer"``: one closed box that also holds an answer under the sample's rules; a boxed word that is
+    none of a multiple-choice question's options scores 0, as the probe leaves it unparsed."""
+    completions = [f"I see: red. {B}{{red}}", f"I see: red. {B}{{B}}", f"I see: brown. {B}{{brown}}",
+                   f"{B}{{red}} {B}{{red}}", f"I see: 3 shapes. {B}{{3}}", f"I see: shapes. {B}{{three-ish}}"]
+    answer = ["B", "B", "B", "B", "3", "3"]
+    kinds = ["choice", "choice", "choice", "choice", "number", "number"]
+    options = [["green", "red"]] * 4 + [[], []]
+    assert format_reward(completions) == [1.0, 1.0, 1.0, 0.0, 1.0, 1.0]
+    assert format_reward(completions, answer=answer, answer_type=kinds, options=options, rule="answer") == \
+        [1.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+    with pytest.raises(ValueError, match="answer_type"):
+        format_reward(completions, rule="answer")
+    with pytest.raises(ValueError, match="rule"):
+        format_reward(completions, rule="loose")
+    funcs, _ = cdrl_rewards(0.5, 0.1, format_rule="answer")
+    assert funcs[0].__name__ == "format_reward"      # TRL still logs it as the format term
+    assert funcs[0](completions, answer=answer, answer_type=kinds, options=options) == [1.0, 1.0, 0.0, 0.0, 1.0, 0.0]
+
+
 def test_output_reward_strict_and_lenient():
     completions = [f"{B}{{B}}", f"{B}{{A}}", f"{B}{{B", f"{B}{{A}} then {B}{{B}}", "Answer: B", f"{B}{{dog}}"]
     # gold B: right box 1; wrong box 0; unclosed 0; two boxes (last is B) 0 under strict format; an unboxed

@@ -55,6 +55,9 @@ class CDRLConfig:
         "help": "weight of the calibration term in the reward (1: the spec's sum)"})
     format_weight: float = field(default=1.0, metadata={
         "help": "weight of the format term in the reward (1: the spec's sum)"})
+    format_rule: str = field(default="box", metadata={
+        "help": "box (the spec's: exactly one closed box) or answer (the box also holds an answer under the "
+                "sample's rules, e.g. one of its options; catts.train.rewards.format_reward)"})
     normalize: str = field(default="group", metadata={
         "help": "group (the spec's Cnorm: min-max within the G rollouts) or none (a probability-valued C as it is)"})
     confidence_kind: str = field(default="mean", metadata={"help": "the confidence C (catts.train.rewards)"})
@@ -156,7 +159,7 @@ def build_trainer(cdrl_cfg: CDRLConfig, grpo_cfg, dataset=None):
                                   calibration=cdrl_cfg.calibration, normalize=cdrl_cfg.normalize,
                                   num_generations=grpo_cfg.num_generations,
                                   calibration_weight=cdrl_cfg.calibration_weight,
-                                  format_weight=cdrl_cfg.format_weight)
+                                  format_weight=cdrl_cfg.format_weight, format_rule=cdrl_cfg.format_rule)
     funcs = list(funcs)
     tap = RewardTap()
     funcs[0] = tap.wrap(funcs[0], "format")

@@ -68,6 +68,7 @@ WORST_CALIBRATION = -1.0   # the calibration score of an unparsed completion (th
 TIE_CNORM = 0.5            # Cnorm when a group's confidences are (nearly) equal
 TIE_TOL = 1e-6             # max C - min C at or below this counts as equal
 CALIBRATIONS = ("spec", "brier")
+FORMAT_RULES = ("box", "answer")
 NORMALIZATIONS = ("group", "none")
 TRACE_KINDS = ("mean", "tail", "bottom10", "lowest_window")
 CONFIDENCE_KINDS = (*TRACE_KINDS, "answer_prob", "trace_prob", "sequence_prob")
@@ -266,10 +267,21 @@ def _perception(confidence, noisy_confidence, n: int, beta: float) -> np.ndarray
 # ---------------------------------------------------------------------------- reward functions
 
 
-def format_reward(completions: list, **kwargs) -> list[float]:
+def format_reward(completions: list, answer: list | None = None, answer_type: list | None = None,
+                  options: list | None = None, *, rule: str = "box", **kwargs) -> list[float]:
     """R_format_j = 1 iff completion j holds exactly one ``\\boxed{...}`` (``\\fbox`` counts too), closed, with
-    non-empty content; else 0. Two boxes, an unclosed box, an empty box or no box: 0."""
-    return [1.0 if format_ok(completion_text(c)) else 0.0 for c in completions]
+    non-empty content; else 0. Two boxes, an unclosed box, an empty box or no box: 0.
+
+    ``rule="answer"`` (a catts extension) also asks that the box hold an answer under the sample's own rules (the
+    probe's *parsed*: for a multiple-choice question, one of the options), so a boxed word that is no option scores
+    0 here as it is unparsed in the probe."""
+    if rule not in FORMAT_RULES:
+        raise ValueError(f"rule must be one of {FORMAT_RULES}, got {rule!r}")
+    if rule == "box":
+        return [1.0 if format_ok(completion_text(c)) else 0.0 for c in completions]
+    if answer is None or answer_type is None:
+        raise ValueError("the format rule 'answer' needs the answer and answer_type columns")
+    return [1.0 if g.parsed else 0.0 for g in _grades(completions, answer, answer_type, options, True)]
 
 
 def output_reward(completions: list, answer: list, answer_type: list, options: list | None = None, *,
@@ -347,7 +359,8 @@ def _bound(func: Callable, **options) -> Callable:
 
 def cdrl_rewards(alpha: float, beta: float, *, calibration: str = "spec", normalize: str = "group",
                  num_generations: int | None = None, strict: bool = True, tie_tol: float = TIE_TOL,
-                 split: bool = True, calibration_weight: float = 1.0, format_weight: float = 1.0) -> CDRLRewards:
+                 split: bool = True, calibration_weight: float = 1.0, format_weight: float = 1.0,
+                 format_rule: str = "box") -> CDRLRewards:
     """The CDRL reward set, r_j = R_output_j + R_format_j + alpha * P_j + K_j.
 
     ``split=True``: [format_reward, output_reward, perception_reward, calibration_reward] with weights
@@ -355,14 +368,17 @@ def cdrl_rewards(alpha: float, beta: float, *, calibration: str = "spec", normal
     with weights [1, 1, 1]. Both give the same total. ``num_generations`` (TRL's G) makes the groups blocks of G,
     checked against the ``pair_id`` column. ``calibration_weight`` scales the calibration term (1: the spec's sum;
     with ``split=False`` it needs 1, the term being inside ``confidence_reward``); ``format_weight`` scales the
-    format term (1: the spec's)."""
+    format term (1: the spec's) and ``format_rule`` picks its rule (``format_reward``)."""
     if calibration not in CALIBRATIONS:
         raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {calibration!r}")
     if normalize not in NORMALIZATIONS:
         raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
     common = {"calibration": calibration, "normalize": normalize, "num_generations": num_generations,
               "strict": strict, "tie_tol": tie_tol}
-    head = [format_reward, _bound(output_reward, strict=strict)]
+    if format_rule not in FORMAT_RULES:
+        raise ValueError(f"format_rule must be one of {FORMAT_RULES}, got {format_rule!r}")
+    fmt = format_reward if format_rule == "box" else _bound(format_reward, rule=format_rule)
+    head = [fmt, _bound(output_reward, strict=strict)]
     if split:
         return CDRLRewards(head + [_bound(perception_reward, beta=beta), _bound(calibration_reward, **common)],
                            [float(format_weight), 1.0, float(alpha), float(calibration_weight)])
