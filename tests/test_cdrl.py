@@ -36,6 +36,8 @@ def test_cli_parses_yaml_and_overrides_without_training():
     assert cdrl_cfg.c_prime == "paired" and cdrl_cfg.level == [856] and cdrl_cfg.noise == "diffusion"
     with pytest.raises(ValueError, match="not used"):      # an unknown flag: TRL's parser refuses it
         parse_cdrl_args(["--config", str(CONFIG), "--no_such_option", "1"])
+    with pytest.raises(ValueError, match="format_rule"):
+        parse_cdrl_args(["--config", str(CONFIG), "--format_rule", "loose"])
     res = CliRunner().invoke(app, ["train", "cdrl", "--config", str(CONFIG), "--learning_rate", "2e-5",
                                    "--perception_beta", "0.3", "--dry_run"])
     assert res.exit_code == 0, res.output

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from catts.train.pathwise import RewardTap, make_trainer_class
-from catts.train.rewards import CALIBRATIONS, CONFIDENCE_KINDS, NORMALIZATIONS, cdrl_rewards
+from catts.train.rewards import CALIBRATIONS, CONFIDENCE_KINDS, FORMAT_RULES, NORMALIZATIONS, cdrl_rewards
 from catts.train.rollout import C_PRIMES, make_rollout, rollout_stats
 
 
@@ -91,6 +91,8 @@ class CDRLConfig:
         self.original_level = [str(t) for t in self.original_level]
         if self.calibration not in CALIBRATIONS:
             raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {self.calibration!r}")
+        if self.format_rule not in FORMAT_RULES:
+            raise ValueError(f"format_rule must be one of {FORMAT_RULES}, got {self.format_rule!r}")
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         if self.confidence_kind not in CONFIDENCE_KINDS:
