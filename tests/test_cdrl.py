@@ -356,6 +356,9 @@ def test_clean_anchor_reads_the_clean_originals_of_the_live_policy(tmp_path, one
     cdrl_cfg, grpo_cfg = parse_cdrl_args(args + ["--beta", "0"])
     with pytest.raises(ValueError, match="beta > 0"):
         build_trainer(cdrl_cfg, grpo_cfg)
+    cdrl_cfg, grpo_cfg = parse_cdrl_args(args + ["--grpo_weight", "0"])   # the anchor alone never leaves the reference
+    with pytest.raises(ValueError, match="trains nothing"):
+        build_trainer(cdrl_cfg, grpo_cfg)
 
 
 def test_calibration_loss_can_leave_clean_originals_out(tmp_path, one_thread):

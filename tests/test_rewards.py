@@ -374,6 +374,12 @@ def test_build_pairs_original_levels(shapes):
     for bad in (["pure_noise:2"], ["fog:1"], ["clean"], ["diffusion:L8"]):
         with pytest.raises(ValueError, match="original level"):
             build_pairs(shapes[:1], original_levels=bad)
+    # a label is clean when it names level 0 of any kind, and its rows then hold the clean image itself
+    from catts.train.pairs import is_clean_original
+    assert [is_clean_original(t) for t in ("0", "diffusion:0", "pure_noise:0", "999", "pure_noise:1")] == \
+        [True, True, True, False, False]
+    ds = build_pairs(shapes[:1], noise="diffusion", level=856, original_levels=["diffusion:0", "pure_noise:0"])
+    assert all(np.array_equal(_pixels(row["image"]), clean) for row in ds)
 
 
 def test_build_pairs_repeated_question_on_one_image(shapes):

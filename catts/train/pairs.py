@@ -31,6 +31,7 @@ Degraded originals put the calibration term where the model is wrong (see docs/c
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 from typing import Callable, Iterable, Sequence
@@ -104,6 +105,12 @@ def _original_spec(spec: int | str) -> tuple[str, tuple[str, int]]:
         raise ValueError(f"original level {spec!r}: give a diffusion step (e.g. 856) or 'kind:level' "
                          f"(e.g. 'pure_noise:1'): {e}") from None
     return text, (kind, levels[0])
+
+
+@functools.lru_cache(maxsize=None)
+def is_clean_original(label: str) -> bool:
+    """Whether an ``original_level`` label names the clean image (level 0 of any kind: ``"0"``, ``"diffusion:0"``)."""
+    return _original_spec(label)[1][1] == 0
 
 
 def build_pairs(samples: Iterable[Sample], *, noise: str = "key_region", level: int | Sequence[int] = DEFAULT_LEVEL,

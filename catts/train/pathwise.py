@@ -26,10 +26,10 @@ did so wrote backslashes before its box under noise). ``unparsed="wrong"`` keeps
 
 ``anchor_kl_weight`` anchors the clean images: it adds ``w_a * KL(policy || reference)`` (TRL's per-token k3
 estimator, the one its ``beta`` uses, against the same reference model) over the completions whose original is the
-clean image (original level "0"), on top of GRPO's own KL on every completion. The calibration loss is learned on
-degraded originals; without an anchor its lesson (answer with less certainty than the description) spreads to clean
-images, where the model then stops copying its own description (docs/cdrl.md, run P). It needs GRPO's ``beta > 0``
-(TRL loads the reference model only then).
+clean image (``catts.train.pairs.is_clean_original``), on top of GRPO's own KL on every completion. The calibration
+loss is learned on degraded originals; without an anchor its lesson (answer with less certainty than the
+description) spreads to clean images, where the model then stops copying its own description (docs/cdrl.md, run P).
+It needs GRPO's ``beta > 0`` (TRL loads the reference model only then).
 
 ``calibrate_clean: False`` leaves the completions of clean originals out of the Brier loss (the anchor's side of
 the split: degraded originals teach the confidence, clean ones are held where they were). In docs/cdrl.md (run X)
@@ -45,6 +45,8 @@ import functools
 from collections.abc import Callable
 
 import torch
+
+from catts.train.pairs import is_clean_original
 
 PATHWISE_CONFIDENCES = ("trace_prob", "sequence_prob", "answer_prob")
 UNPARSED_RULES = ("skip", "wrong")
@@ -137,7 +139,7 @@ def make_trainer_class():
             if calibration_loss_weight and abs(float(self.args.temperature) - 1.0) > 1e-9:
                 raise ValueError("calibration_loss_weight needs temperature 1: TRL's log-probabilities are "
                                  f"tempered, the probe's confidences are not (got {self.args.temperature})")
-            if grpo_weight == 0 and not (calibration_loss_weight or anchor_kl_weight):
+            if grpo_weight == 0 and not calibration_loss_weight:   # the anchor alone holds the reference still
                 raise ValueError("grpo_weight 0 with no calibration loss trains nothing")
             if anchor_kl_weight and not self.beta:
                 raise ValueError("anchor_kl_weight needs GRPO's beta > 0 (TRL keeps a reference model only then)")
@@ -154,8 +156,8 @@ def make_trainer_class():
             if self.anchor_kl_weight or not self.calibrate_clean:
                 if len(inputs) != n:
                     raise RuntimeError(f"{len(inputs)} rows gave {n} completions")
-                output["clean_original"] = torch.tensor([str(x.get("original_level", "0")) == "0" for x in inputs],
-                                                        device=device)
+                output["clean_original"] = torch.tensor(
+                    [is_clean_original(str(x.get("original_level", "0"))) for x in inputs], device=device)
             if self.confidence_kind == "answer_prob":
                 output["answer_mask"] = answer_mask(getattr(self.rollout_func, "last_answer_steps", None),
                                                     output["completion_ids"])
