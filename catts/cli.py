@@ -459,5 +459,20 @@ def train_cdrl_cmd(ctx: typer.Context) -> None:
     console.print(f"saved to {out}")
 
 
+@train_app.command("interpolate")
+@clean_errors
+def train_interpolate_cmd(
+    base: Annotated[str, typer.Option(help="The model training started from (embedded name or folder).")],
+    trained: Annotated[str, typer.Option(help="The trained model's folder.")],
+    weight: Annotated[float, typer.Option(help="Fraction of the change kept: base + weight * (trained - base).")],
+    out: Annotated[Path, typer.Option(help="Folder for the interpolated model.")],
+) -> None:
+    """Weight-space interpolation of a trained model towards the one it started from (WiSE-FT; the same as
+    CDRL's --interpolation, after the fact)."""
+    from catts.train.interpolate import interpolate_weights
+
+    console.print(f"saved to {interpolate_weights(base, trained, weight, out)}")
+
+
 if __name__ == "__main__":
     app()

@@ -16,7 +16,9 @@ Logged per step besides TRL's own metrics (``rewards/<name>/mean`` for format, o
 with the pathwise loss also ``cdrl/calibration_loss`` and ``cdrl/live_confidence`` (the loss's own c), with the
 clean anchor ``cdrl/clean_kl``.
 Written to ``output_dir``: the model, processor, ``trainer_state.json`` (TRL's log history), ``cdrl_config.json``
-and ``rollouts.jsonl`` (every rollout's pair id, completion, C and C').
+and ``rollouts.jsonl`` (every rollout's pair id, completion, C and C'). With ``interpolation`` below 1 the model
+there is the interpolation (``catts.train.interpolate``, recorded in ``interpolation.json``) and the trained
+weights are in ``output_dir/trained``.
 """
 
 from __future__ import annotations
@@ -30,9 +32,11 @@ from pathlib import Path
 
 import numpy as np
 
+from catts.train.interpolate import interpolate_weights
 from catts.train.pathwise import RewardTap, make_trainer_class
 from catts.train.rewards import CALIBRATIONS, CONFIDENCE_KINDS, FORMAT_RULES, NORMALIZATIONS, cdrl_rewards
 from catts.train.rollout import C_PRIMES, make_rollout, rollout_stats
+from catts.train.trl_vllm import check_vllm_sampling
 
 
 @dataclass
@@ -76,6 +80,10 @@ class CDRLConfig:
     anchor_kl_weight: float = field(default=0.0, metadata={
         "help": "weight of an extra KL to the reference on completions of clean originals (a catts extension, "
                 "catts.train.pathwise; 0: off); needs GRPO's beta > 0"})
+    interpolation: float = field(default=1.0, metadata={
+        "help": "keep this fraction of what training changed: the saved weights are base + interpolation * "
+                "(trained - base) (WiSE-FT, a catts extension, catts.train.interpolate; 1: the trained weights, "
+                "the spec's); below 1 the trained weights are kept in output_dir/trained"})
     limit: int = field(default=0, metadata={"help": "use at most this many samples per data spec (0: all)"})
     max_pixels: int = field(default=0, metadata={"help": "shrink images above this many pixels (0: keep)"})
     pair_seed: int = field(default=0, metadata={"help": "seed of the noise"})
@@ -97,6 +105,8 @@ class CDRLConfig:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         if self.confidence_kind not in CONFIDENCE_KINDS:
             raise ValueError(f"confidence_kind must be one of {CONFIDENCE_KINDS}, got {self.confidence_kind!r}")
+        if not 0.0 < self.interpolation <= 1.0:
+            raise ValueError(f"interpolation must be in (0, 1], got {self.interpolation}")
         if self.c_prime not in C_PRIMES:
             raise ValueError(f"c_prime must be one of {C_PRIMES}, got {self.c_prime!r}")
 
@@ -152,6 +162,7 @@ def build_trainer(cdrl_cfg: CDRLConfig, grpo_cfg, dataset=None):
 
     from catts.models import resolve_model_path
 
+    check_vllm_sampling(grpo_cfg)
     if dataset is None:
         dataset = build_dataset(cdrl_cfg)
     path = resolve_model_path(cdrl_cfg.model)
@@ -191,8 +202,13 @@ def train_cdrl(cdrl_cfg: CDRLConfig, grpo_cfg, *, trainer_hook: Callable | None 
     trainer.train()
     out = Path(grpo_cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    trainer.save_model(str(out))
-    trainer.processing_class.save_pretrained(str(out))
+    trained = out if cdrl_cfg.interpolation == 1.0 else out / "trained"
+    trainer.save_model(str(trained))
+    trainer.processing_class.save_pretrained(str(trained))
+    if trained != out:
+        trainer.accelerator.wait_for_everyone()
+        if trainer.accelerator.is_main_process:
+            interpolate_weights(cdrl_cfg.model, trained, cdrl_cfg.interpolation, out)
     trainer.state.save_to_json(str(out / "trainer_state.json"))
     (out / "cdrl_config.json").write_text(json.dumps(asdict(cdrl_cfg), indent=2))
     with open(out / "rollouts.jsonl", "w") as f:
