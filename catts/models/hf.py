@@ -354,11 +354,12 @@ class TransformersBackend(TeacherForcing):
                     ids, lps, tops, top_ids, pieces, finish = (ids[:k + 1], lps[:k + 1], tops[:k + 1],
                                                                top_ids[:k + 1], pieces[:k + 1], "stop")
                     break
-        return self._make_trace(ids, np.array(lps, dtype=np.float32), np.stack(tops).astype(np.float32),
+        return self.make_trace(ids, np.array(lps, dtype=np.float32), np.stack(tops).astype(np.float32),
                                 np.stack(top_ids).astype(np.int64), finish, pieces)
 
-    def _make_trace(self, ids: list[int], logprobs, top_logprobs, top_ids, finish: str,
-                    pieces: list[str] | None = None) -> Trace:
+    def make_trace(self, ids: list[int], logprobs, top_logprobs, top_ids, finish: str,
+                   pieces: list[str] | None = None) -> Trace:
+        """A Trace of token ``ids`` with their log-probabilities ([T], [T, k], [T, k]), text decoded here."""
         return Trace(text=self.tokenizer.decode(ids, skip_special_tokens=True), token_ids=ids, logprobs=logprobs,
                      top_logprobs=top_logprobs, top_ids=top_ids, finish_reason=finish,
                      tokens=self.token_pieces(ids) if pieces is None else pieces,

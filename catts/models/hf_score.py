@@ -1,7 +1,7 @@
 """Teacher forcing for the transformers backend: ``score``, ``score_candidates``, ``next_token_logprobs``.
 
 A mixin of ``TransformersBackend`` (it uses its model, tokenizer, ``_encode``, ``_chunks`` and
-``_make_trace``). A continuation is token ids, text or a Trace: text is tokenised and, with
+``make_trace``). A continuation is token ids, text or a Trace: text is tokenised and, with
 ``add_end``, closed by the model's end token, so a complete answer's likelihood is scored; a
 Trace's ids are used only when its vocabulary fingerprint is this model's (ids of another
 vocabulary name other tokens); ids outside the vocabulary are an error.
@@ -100,7 +100,7 @@ class TeacherForcing:
                          meta={"vocab": self.vocab_fingerprint})
         vals, idx = step_logp.topk(top_logprobs, dim=-1)
         chosen = step_logp.gather(1, torch.tensor(ids, device=step_logp.device)[:, None])[:, 0]
-        return self._make_trace(ids, chosen.cpu().numpy(), vals.cpu().numpy(), idx.cpu().numpy(),
+        return self.make_trace(ids, chosen.cpu().numpy(), vals.cpu().numpy(), idx.cpu().numpy(),
                                 "stop" if ids[-1] in self.eos_ids else "length")
 
     @torch.no_grad()

@@ -12,7 +12,8 @@ function. On each call it
 2. samples one completion per prompt entry on the original image (TRL's sampler already repeats each prompt
    ``num_generations`` = G times, so the G rollouts of a prompt are its G entries), with the GRPO config's
    ``temperature``, ``top_k``, ``top_p`` and ``max_completion_length``, seeded by (seed + global step, pair id,
-   rollout index j), without gradient;
+   rollout index j), without gradient; with GRPO's ``use_vllm`` the completions come from TRL's vLLM instead
+   (``catts.train.trl_vllm``, which says what differs);
 3. computes C_j = ``completion_confidence`` (kind ``confidence_kind``, default ``"mean"``) from the top-k raw
    log-probabilities recorded while sampling;
 4. computes C'_j on the noisy image, by ``c_prime``:
@@ -142,6 +143,7 @@ class Rollout:
     def __call__(self, prompts: list, trainer) -> dict[str, list]:
         backend = self.backend(trainer)
         step = int(trainer.state.global_step)
+        use_vllm = bool(getattr(trainer, "use_vllm", False))
         # unique prompts in order of first appearance, each with its entries (TRL repeats each G times)
         groups: dict[tuple[str, str], list[int]] = {}
         parts = []
@@ -149,46 +151,59 @@ class Rollout:
             images, text = split_prompt(prompt)
             parts.append((images, text))
             groups.setdefault((text, image_fingerprint(images[0]) if images else ""), []).append(i)
+        n = len(prompts)
+        rows, clean, noisy, prompt_ids, noisy_ids = [None] * n, [None] * n, [None] * n, [None] * n, [None] * n
+        for members in groups.values():
+            images, text = parts[members[0]]
+            row = self.lookup.row(images, text)
+            key = str(row["pair_id"])
+            clean_prompt = Prompt(images=list(images), text=text, key=key)
+            noisy_prompt = Prompt(images=[row["noisy_image"]], text=text, key=key)
+            ids = self.prompt_ids(backend, clean_prompt)
+            nids = self.prompt_ids(backend, noisy_prompt) if use_vllm and self.c_prime == "paired" else None
+            for i in members:
+                rows[i], clean[i], noisy[i], prompt_ids[i], noisy_ids[i] = row, clean_prompt, noisy_prompt, ids, nids
         model = backend.model
         was_training = model.training
         model.eval()
-        n = len(prompts)
-        prompt_ids, completion_ids, logprobs = [None] * n, [None] * n, [None] * n
-        conf, noisy_conf, records = [math.nan] * n, [math.nan] * n, [None] * n
-        answer_steps: list[tuple[int, int] | None] = [None] * n
         try:
             with torch.no_grad():
-                for members in groups.values():
-                    images, text = parts[members[0]]
-                    row = self.lookup.row(images, text)
-                    key = str(row["pair_id"])
-                    clean = Prompt(images=list(images), text=text, key=key)
-                    noisy = Prompt(images=[row["noisy_image"]], text=text, key=key)
-                    params = self._params(trainer.args, len(members), step)
-                    traces = backend.generate([clean], params)[0]
-                    if self.c_prime == "teacher_forced":
-                        noisy_traces = backend.score([noisy] * len(traces), [list(t.token_ids) for t in traces],
-                                                     add_end=False)
-                    else:
-                        noisy_traces = backend.generate([noisy], params)[0]
-                    ids = self.prompt_ids(backend, clean)
-                    for i, trace, ntrace in zip(members, traces, noisy_traces):
-                        prompt_ids[i] = list(ids)
-                        completion_ids[i] = [int(t) for t in trace.token_ids]
-                        logprobs[i] = [float(x) for x in trace.logprobs]
-                        conf[i] = self._confidence(trace, row)
-                        noisy_conf[i] = self._confidence(ntrace, row)
-                        if self.confidence_kind == "answer_prob":
-                            answer_steps[i] = answer_token_steps(trace, row["answer_type"], row["options"] or ())
-                        records[i] = {"step": step, "pair_id": key, "completion_ids": completion_ids[i],
-                                      "text": trace.text, "noisy_text": ntrace.text, "confidence": conf[i],
-                                      "noisy_confidence": noisy_conf[i], "c_prime": self.c_prime}
+                if use_vllm:  # catts.train.trl_vllm: one collective call per kind of image
+                    from catts.train.trl_vllm import vllm_generate
+
+                    traces = vllm_generate(trainer, backend, clean, prompt_ids)
+                    if self.c_prime == "paired":
+                        noisy_traces = vllm_generate(trainer, backend, noisy, noisy_ids)
+                else:
+                    traces, noisy_traces = [None] * n, [None] * n
+                    for members in groups.values():
+                        params = self._params(trainer.args, len(members), step)
+                        for i, trace in zip(members, backend.generate([clean[members[0]]], params)[0]):
+                            traces[i] = trace
+                        if self.c_prime == "paired":
+                            for i, trace in zip(members, backend.generate([noisy[members[0]]], params)[0]):
+                                noisy_traces[i] = trace
+                if self.c_prime == "teacher_forced":
+                    noisy_traces = backend.score(noisy, [list(t.token_ids) for t in traces], add_end=False)
         finally:
             model.train(was_training)
+        completion_ids, logprobs, records = [], [], []
+        conf, noisy_conf, answer_steps = [], [], []
+        for row, trace, ntrace in zip(rows, traces, noisy_traces):
+            completion_ids.append([int(t) for t in trace.token_ids])
+            logprobs.append([float(x) for x in trace.logprobs])
+            conf.append(self._confidence(trace, row))
+            noisy_conf.append(self._confidence(ntrace, row))
+            answer_steps.append(answer_token_steps(trace, row["answer_type"], row["options"] or ())
+                                if self.confidence_kind == "answer_prob" else None)
+            records.append({"step": step, "pair_id": str(row["pair_id"]), "completion_ids": completion_ids[-1],
+                            "text": trace.text, "noisy_text": ntrace.text, "confidence": conf[-1],
+                            "noisy_confidence": noisy_conf[-1], "c_prime": self.c_prime,
+                            "generator": "vllm" if use_vllm else "transformers"})
         self.history.extend(records)
         self.last_answer_steps = answer_steps
-        return {"prompt_ids": prompt_ids, "completion_ids": completion_ids, "logprobs": logprobs,
-                "confidence": conf, "noisy_confidence": noisy_conf}
+        return {"prompt_ids": [list(ids) for ids in prompt_ids], "completion_ids": completion_ids,
+                "logprobs": logprobs, "confidence": conf, "noisy_confidence": noisy_conf}
 
     @staticmethod
     def prompt_ids(backend, prompt: Prompt) -> list[int]:
