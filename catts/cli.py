@@ -452,6 +452,8 @@ def train_cdrl_cmd(ctx: typer.Context) -> None:
     if not ctx.args:  # TRL's help: every field of CDRLConfig and GRPOConfig
         parse_cdrl_args(["--help"])
     cdrl_cfg, grpo_cfg = parse_cdrl_args(list(ctx.args))
+    if not sys.stderr.isatty() and not any(a.startswith("--disable_tqdm") for a in ctx.args):
+        grpo_cfg.disable_tqdm = True  # off a terminal the bar's carriage returns garble a log: the step lines say it
     if cdrl_cfg.dry_run:
         print(json.dumps({"cdrl": asdict(cdrl_cfg), "grpo": grpo_cfg.to_dict()}, indent=2, default=str))
         return

@@ -44,6 +44,7 @@ def test_cli_parses_yaml_and_overrides_without_training():
     parsed = json.loads(res.stdout[res.stdout.index("{"):])
     assert parsed["grpo"]["learning_rate"] == 2e-5 and parsed["cdrl"]["perception_beta"] == 0.3
     assert parsed["cdrl"]["dry_run"] is True and parsed["grpo"]["num_generations"] == 4
+    assert parsed["grpo"]["disable_tqdm"] is True   # off a terminal the step lines replace TRL's bar
 
 
 def _spy(trainer, calls):

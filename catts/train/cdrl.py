@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,9 +35,12 @@ import numpy as np
 
 from catts.train.interpolate import interpolate_weights
 from catts.train.pathwise import RewardTap, make_trainer_class
+from catts.train.progress import StepLog
 from catts.train.rewards import CALIBRATIONS, CONFIDENCE_KINDS, FORMAT_RULES, NORMALIZATIONS, cdrl_rewards
 from catts.train.rollout import C_PRIMES, make_rollout, rollout_stats
 from catts.train.trl_vllm import check_vllm_sampling
+
+log = logging.getLogger("catts")
 
 
 @dataclass
@@ -190,7 +194,32 @@ def build_trainer(cdrl_cfg: CDRLConfig, grpo_cfg, dataset=None):
                                    anchor_kl_weight=cdrl_cfg.anchor_kl_weight,
                                    calibrate_clean=cdrl_cfg.calibration_loss_clean)
     trainer.cdrl_rollout = rollout
+    trainer.add_callback(StepLog())
     return trainer
+
+
+def rollouts_path(output_dir: str | Path, process_index: int) -> Path:
+    """Where a process writes its rollouts: ``rollouts.jsonl`` (main process), ``rollouts.<k>.jsonl`` (others)."""
+    return Path(output_dir) / ("rollouts.jsonl" if process_index == 0 else f"rollouts.{process_index}.jsonl")
+
+
+def resume_checkpoint(grpo_cfg) -> str | None:
+    """The checkpoint a run resumes from: ``resume_from_checkpoint`` if set, else the last ``checkpoint-N`` in
+    ``output_dir`` (a killed run goes on where its last checkpoint left it), else None."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if grpo_cfg.resume_from_checkpoint:
+        return str(grpo_cfg.resume_from_checkpoint)
+    out = Path(grpo_cfg.output_dir)
+    return get_last_checkpoint(str(out)) if out.is_dir() else None
+
+
+def keep_rollouts_before(path: Path, step: int) -> None:
+    """Drop the rollout records of steps ``>= step`` from ``path`` (those a resumed run will make again)."""
+    if not path.exists():
+        return
+    lines = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] < step]
+    path.write_text("".join(line + "\n" for line in lines))
 
 
 def train_cdrl(cdrl_cfg: CDRLConfig, grpo_cfg, *, trainer_hook: Callable | None = None) -> Path:
@@ -199,9 +228,18 @@ def train_cdrl(cdrl_cfg: CDRLConfig, grpo_cfg, *, trainer_hook: Callable | None 
     trainer = build_trainer(cdrl_cfg, grpo_cfg)
     if trainer_hook is not None:
         trainer_hook(trainer)
-    trainer.train()
     out = Path(grpo_cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    resume = resume_checkpoint(grpo_cfg)
+    log_path = rollouts_path(out, trainer.accelerator.process_index)
+    if resume is None:
+        log_path.unlink(missing_ok=True)
+    else:
+        step = json.loads((Path(resume) / "trainer_state.json").read_text())["global_step"]
+        keep_rollouts_before(log_path, step)
+        log.info("resuming from %s (step %d)", resume, step)
+    trainer.cdrl_rollout.log_path = log_path
+    trainer.train(resume_from_checkpoint=resume)
     trained = out if cdrl_cfg.interpolation == 1.0 else out / "trained"
     trainer.save_model(str(trained))
     trainer.processing_class.save_pretrained(str(trained))
@@ -211,6 +249,4 @@ def train_cdrl(cdrl_cfg: CDRLConfig, grpo_cfg, *, trainer_hook: Callable | None 
             interpolate_weights(cdrl_cfg.model, trained, cdrl_cfg.interpolation, out)
     trainer.state.save_to_json(str(out / "trainer_state.json"))
     (out / "cdrl_config.json").write_text(json.dumps(asdict(cdrl_cfg), indent=2))
-    with open(out / "rollouts.jsonl", "w") as f:
-        f.writelines(json.dumps(rec) + "\n" for rec in trainer.cdrl_rollout.history)
     return out

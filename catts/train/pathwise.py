@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -147,6 +148,32 @@ def make_trainer_class():
             self.tap, self.confidence_kind = tap, confidence_kind
             self.calibration_loss_weight, self.grpo_weight = float(calibration_loss_weight), float(grpo_weight)
             self._live_logps = None
+
+        def _get_train_sampler(self, dataset=None):
+            """TRL's sampler, its shuffle seeded by (seed + epoch): TRL's draws each epoch's order from one
+            generator, so a run resumed in epoch e (the Trainer calls ``set_epoch(e)`` and skips the epoch's
+            finished batches) would shuffle as in epoch 0. Epoch 0's order is TRL's own."""
+            sampler = super()._get_train_sampler(dataset)
+            if getattr(sampler, "shuffle", False) and getattr(sampler, "generator", None) is not None:
+                base_seed = sampler.seed if sampler.seed is not None else 0
+                sampler.set_epoch = lambda epoch: sampler.generator.manual_seed(base_seed + int(epoch))
+            return sampler
+
+        def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+            """Resume the weights through ``from_pretrained``: transformers 5 saves a VLM such as Llava or
+            Qwen2.5-VL under its checkpoint key layout, and the Trainer's own resume loads that state dict as it
+            is (missing and unexpected keys, a warning, and the weights left at the start's). Adapters, FSDP and
+            DeepSpeed checkpoints keep the Trainer's own path."""
+            model = self.model if model is None else model
+            folder = Path(resume_from_checkpoint)
+            if (self.is_fsdp_enabled or self.is_deepspeed_enabled or not any(folder.glob("model*.safetensors"))
+                    or hasattr(model, "peft_config")):
+                return super()._load_from_checkpoint(resume_from_checkpoint, model)
+            unwrapped = self.accelerator.unwrap_model(model)
+            dtype = next(unwrapped.parameters()).dtype
+            saved = type(unwrapped).from_pretrained(folder, dtype=dtype)
+            unwrapped.load_state_dict(saved.state_dict(), strict=True)
+            del saved
 
         def _generate_and_score_completions(self, inputs):
             output = super()._generate_and_score_completions(inputs)

@@ -37,14 +37,16 @@ to generation on this path and restores the dataset images for the loss's forwar
 are encoded with the same processor and chat template (``max_pixels=None``: the image is not resized, as TRL does
 not resize it either). The policy runs in eval mode during the rollout (no dropout in the confidences; the previous
 mode is restored). Each call's results are appended to ``rollout.history`` (step, pair id, completion ids and
-text, C, C'), for logging and tests.
+text, C, C'), for logging and tests, and to the file ``rollout.log_path`` when set (CDRL's ``rollouts.jsonl``).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -117,6 +119,7 @@ class Rollout:
     seed: int = 0
     batch_size: int = 16
     history: list[dict] = field(default_factory=list)
+    log_path: Path | None = None  # each call's records are appended here too, one JSON line each
 
     def __post_init__(self):
         if self.confidence_kind not in CONFIDENCE_KINDS:
@@ -201,6 +204,9 @@ class Rollout:
                             "noisy_confidence": noisy_conf[-1], "c_prime": self.c_prime,
                             "generator": "vllm" if use_vllm else "transformers"})
         self.history.extend(records)
+        if self.log_path is not None:
+            with open(self.log_path, "a") as f:
+                f.writelines(json.dumps(rec) + "\n" for rec in records)
         self.last_answer_steps = answer_steps
         return {"prompt_ids": [list(ids) for ids in prompt_ids], "completion_ids": completion_ids,
                 "logprobs": logprobs, "confidence": conf, "noisy_confidence": noisy_conf}
