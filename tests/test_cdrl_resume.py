@@ -1,5 +1,5 @@
 """A killed CDRL run resumes from its last checkpoint (optimizer state included) to the weights and rollouts of an
-uninterrupted run, and logs a progress line per logging step."""
+uninterrupted run, logs a progress line per logging step, and trains data parallel in two processes (torchrun)."""
 
 import json
 import logging
@@ -72,3 +72,30 @@ def test_step_line():
     assert step_line(40, 300, logs, 1.4) == ("cdrl step 40/300: reward 3.62, accuracy 0.60, C 0.774, C' 0.305, "
                                             "C - C' 0.469, unparsed 0.14; 1.4 s/step, about 6 min left")
     assert step_line(1, 4, {"reward": 1.0}, None) == "cdrl step 1/4: reward 1.00"
+
+
+def test_two_processes_train_with_torchrun(tmp_path):
+    """Data parallel on the CPU (torchrun, gloo): the path the 8-GPU recipe takes, as far as this machine goes.
+    Each process writes its own rollouts, only the main one logs the step lines and interpolates."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    torchrun = Path(sys.executable).with_name("torchrun")
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m", "catts.cli", "train", "cdrl",
+           "--config", str(CONFIG), "--data", "shapes:test", "--limit", "8", "--max_steps", "3",
+           "--per_device_train_batch_size", "4", "--logging_steps", "1", "--interpolation", "0.5",
+           "--save_strategy", "steps", "--save_steps", "2", "--output_dir", str(out),
+           "--calibration_loss_weight", "1", "--temperature", "1.0", "--confidence_kind", "answer_prob"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "TRL_EXPERIMENTAL_SILENCE": "1"}
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    steps = [line for line in res.stderr.splitlines() if " cdrl step " in line]
+    assert [s.split("cdrl step ")[1].split(":")[0] for s in steps] == ["1/3", "2/3", "3/3"]   # the main process only
+    main = [json.loads(x) for x in (out / "rollouts.jsonl").read_text().splitlines()]
+    other = [json.loads(x) for x in (out / "rollouts.1.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in main] == [r["step"] for r in other] == [s for s in range(3) for _ in range(4)]
+    assert {r["pair_id"] for r in main} != {r["pair_id"] for r in other}   # each process its own prompts
+    assert (out / "checkpoint-2" / "optimizer.pt").exists() and (out / "trained" / "model.safetensors").exists()
+    assert json.loads((out / "interpolation.json").read_text())["weight"] == 0.5
