@@ -394,3 +394,34 @@ def test_calibration_loss_can_leave_clean_originals_out(tmp_path, one_thread):
     loss, expected = seen["pair"]
     assert 0 < seen["clean"] < 16 and loss == pytest.approx(expected, rel=1e-5)
     assert loss > 0.01 and loss != pytest.approx(seen["all"], rel=1e-3)   # the clean rows did count otherwise
+
+
+def test_rollout_unwraps_the_policy_as_trl_generation_does(one_thread):
+    """The rollout takes the policy through TRL's unwrap_model_for_generation (under ZeRO-3 that gathers the
+    parameters, which cannot run here): gradient checkpointing (the 7B recipe's) is off and the model in eval mode
+    while it generates, with the KV cache, and both are as they were afterwards."""
+    from trl.data_utils import prepare_multimodal_messages
+
+    from catts.train.cdrl import build_dataset, build_trainer, parse_cdrl_args
+
+    cdrl_cfg, grpo_cfg = parse_cdrl_args(["--config", str(CONFIG), "--data", "shapes:test", "--limit", "2",
+                                          "--gradient_checkpointing", "true", "--output_dir", "/tmp/unused-cdrl"])
+    ds = build_dataset(cdrl_cfg)
+    trainer = build_trainer(cdrl_cfg, grpo_cfg, dataset=ds)
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    model.gradient_checkpointing_enable()
+    model.train()
+    seen = []
+
+    def watch(module, args, kwargs):
+        seen.append((module.is_gradient_checkpointing, module.training, kwargs["input_ids"].shape[1]))
+
+    handle = model.register_forward_pre_hook(watch, with_kwargs=True)
+    try:
+        row = ds[0]
+        trainer.cdrl_rollout([prepare_multimodal_messages(row["prompt"], images=[row["image"]])] * 2, trainer)
+    finally:
+        handle.remove()
+    assert len(seen) > 3 and not any(gc or training for gc, training, _ in seen)
+    assert sum(length == 1 for _, _, length in seen) > len(seen) / 2   # decoding one token a step: the cache
+    assert model.is_gradient_checkpointing and model.training

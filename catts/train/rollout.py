@@ -7,8 +7,11 @@ TRL 1.x): it must return ``prompt_ids``, ``completion_ids`` and ``logprobs`` (on
 every other key is forwarded, one value per completion, to the reward functions. ``make_rollout`` builds such a
 function. On each call it
 
-1. wraps the trainer's live policy (``trainer.accelerator.unwrap_model(trainer.model)``) and processor in
-   ``TransformersBackend.from_model``: generation and scoring are the same code as in probe and CA-TTS;
+1. wraps the trainer's live policy and processor in ``TransformersBackend.from_model``: generation and scoring are
+   the same code as in probe and CA-TTS. The policy comes from TRL's ``unwrap_model_for_generation``, as TRL's own
+   generation does: under DeepSpeed ZeRO-3 its parameters are gathered for the rollout (each rank then generates
+   as many tokens as it needs without collective calls, which would hang otherwise), and gradient checkpointing is
+   off during it, as in TRL's own generation;
 2. samples one completion per prompt entry on the original image (TRL's sampler already repeats each prompt
    ``num_generations`` = G times, so the G rollouts of a prompt are its G entries), with the GRPO config's
    ``temperature``, ``top_k``, ``top_p`` and ``max_completion_length``, seeded by (seed + global step, pair id,
@@ -36,7 +39,7 @@ each prompt's message, and passes no other column), so the noisy image and the g
 to generation on this path and restores the dataset images for the loss's forward pass, so the prompt ids here
 are encoded with the same processor and chat template (``max_pixels=None``: the image is not resized, as TRL does
 not resize it either). The policy runs in eval mode during the rollout (no dropout in the confidences; the previous
-mode is restored). Each call's results are appended to ``rollout.history`` (step, pair id, completion ids and
+mode, like gradient checkpointing, is restored). Each call's results are appended to ``rollout.history`` (step, pair id, completion ids and
 text, C, C'), for logging and tests, and to the file ``rollout.log_path`` when set (CDRL's ``rollouts.jsonl``).
 """
 
@@ -45,6 +48,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -127,12 +131,32 @@ class Rollout:
         if self.c_prime not in C_PRIMES:
             raise ValueError(f"c_prime must be one of {C_PRIMES}, got {self.c_prime!r}")
 
-    def backend(self, trainer):
+    def backend(self, trainer, model=None):
+        """The live policy (``model``, default the trainer's unwrapped model) as a catts backend."""
         from catts.models.hf import TransformersBackend
 
-        model = trainer.accelerator.unwrap_model(trainer.model)
+        model = trainer.accelerator.unwrap_model(trainer.model) if model is None else model
         return TransformersBackend.from_model(model, self.processor, name="policy", batch_size=self.batch_size,
                                               max_pixels=None)
+
+    @contextmanager
+    def policy(self, trainer):
+        """The live policy, ready to generate: TRL's ``unwrap_model_for_generation`` (ZeRO-3 parameters gathered, so
+        ranks that generate different lengths make no collective calls; gradient checkpointing off) in eval mode
+        (no dropout in the confidences); all restored afterwards."""
+        from trl.models import unwrap_model_for_generation
+
+        wrapped = getattr(trainer, "model_wrapped", None) or trainer.model
+        with unwrap_model_for_generation(
+                wrapped, trainer.accelerator,
+                gather_deepspeed3_params=getattr(trainer.args, "ds3_gather_for_generation", True),
+                gradient_checkpointing_kwargs=getattr(trainer.args, "gradient_checkpointing_kwargs", None)) as model:
+            was_training = model.training
+            model.eval()
+            try:
+                yield model
+            finally:
+                model.train(was_training)
 
     def _params(self, args, n: int, step: int) -> SamplingParams:
         return SamplingParams(n=n, temperature=float(args.temperature), top_k=int(args.top_k or 0),
@@ -144,7 +168,10 @@ class Rollout:
                                      options=row["options"] or ())
 
     def __call__(self, prompts: list, trainer) -> dict[str, list]:
-        backend = self.backend(trainer)
+        with self.policy(trainer) as model:
+            return self._rollout(prompts, trainer, self.backend(trainer, model))
+
+    def _rollout(self, prompts: list, trainer, backend) -> dict[str, list]:
         step = int(trainer.state.global_step)
         use_vllm = bool(getattr(trainer, "use_vllm", False))
         # unique prompts in order of first appearance, each with its entries (TRL repeats each G times)
@@ -166,30 +193,24 @@ class Rollout:
             nids = self.prompt_ids(backend, noisy_prompt) if use_vllm and self.c_prime == "paired" else None
             for i in members:
                 rows[i], clean[i], noisy[i], prompt_ids[i], noisy_ids[i] = row, clean_prompt, noisy_prompt, ids, nids
-        model = backend.model
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                if use_vllm:  # catts.train.trl_vllm: one collective call per kind of image
-                    from catts.train.trl_vllm import vllm_generate
+        with torch.no_grad():
+            if use_vllm:  # catts.train.trl_vllm: one collective call per kind of image
+                from catts.train.trl_vllm import vllm_generate
 
-                    traces = vllm_generate(trainer, backend, clean, prompt_ids)
+                traces = vllm_generate(trainer, backend, clean, prompt_ids)
+                if self.c_prime == "paired":
+                    noisy_traces = vllm_generate(trainer, backend, noisy, noisy_ids)
+            else:
+                traces, noisy_traces = [None] * n, [None] * n
+                for members in groups.values():
+                    params = self._params(trainer.args, len(members), step)
+                    for i, trace in zip(members, backend.generate([clean[members[0]]], params)[0]):
+                        traces[i] = trace
                     if self.c_prime == "paired":
-                        noisy_traces = vllm_generate(trainer, backend, noisy, noisy_ids)
-                else:
-                    traces, noisy_traces = [None] * n, [None] * n
-                    for members in groups.values():
-                        params = self._params(trainer.args, len(members), step)
-                        for i, trace in zip(members, backend.generate([clean[members[0]]], params)[0]):
-                            traces[i] = trace
-                        if self.c_prime == "paired":
-                            for i, trace in zip(members, backend.generate([noisy[members[0]]], params)[0]):
-                                noisy_traces[i] = trace
-                if self.c_prime == "teacher_forced":
-                    noisy_traces = backend.score(noisy, [list(t.token_ids) for t in traces], add_end=False)
-        finally:
-            model.train(was_training)
+                        for i, trace in zip(members, backend.generate([noisy[members[0]]], params)[0]):
+                            noisy_traces[i] = trace
+            if self.c_prime == "teacher_forced":
+                noisy_traces = backend.score(noisy, [list(t.token_ids) for t in traces], add_end=False)
         completion_ids, logprobs, records = [], [], []
         conf, noisy_conf, answer_steps = [], [], []
         for row, trace, ntrace in zip(rows, traces, noisy_traces):
