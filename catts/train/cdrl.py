@@ -241,12 +241,13 @@ def train_cdrl(cdrl_cfg: CDRLConfig, grpo_cfg, *, trainer_hook: Callable | None 
     trainer.cdrl_rollout.log_path = log_path
     trainer.train(resume_from_checkpoint=resume)
     trained = out if cdrl_cfg.interpolation == 1.0 else out / "trained"
-    trainer.save_model(str(trained))
-    trainer.processing_class.save_pretrained(str(trained))
-    if trained != out:
-        trainer.accelerator.wait_for_everyone()
-        if trainer.accelerator.is_main_process:
+    trainer.save_model(str(trained))   # every process takes part (ZeRO-3 gathers); the main one writes
+    trainer.accelerator.wait_for_everyone()
+    if trainer.accelerator.is_main_process:
+        trainer.processing_class.save_pretrained(str(trained))
+        if trained != out:
             interpolate_weights(cdrl_cfg.model, trained, cdrl_cfg.interpolation, out)
-    trainer.state.save_to_json(str(out / "trainer_state.json"))
-    (out / "cdrl_config.json").write_text(json.dumps(asdict(cdrl_cfg), indent=2))
+        trainer.state.save_to_json(str(out / "trainer_state.json"))
+        (out / "cdrl_config.json").write_text(json.dumps(asdict(cdrl_cfg), indent=2))
+    trainer.accelerator.wait_for_everyone()
     return out
