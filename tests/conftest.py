@@ -22,3 +22,14 @@ def easyvqa_test():
     from catts.data import load_embedded
 
     return load_embedded("easyvqa", "test")
+
+
+@pytest.fixture
+def one_thread():
+    """The tiny model on a shared CPU: one torch thread is ~50x faster than two contended ones (restored after)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

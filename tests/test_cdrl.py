@@ -15,15 +15,6 @@ import torch
 CONFIG = Path(__file__).resolve().parents[1] / "catts" / "train" / "configs" / "cdrl_tiny.yaml"
 
 
-@pytest.fixture
-def one_thread():
-    """The tiny model on a shared CPU: one torch thread is ~50x faster than two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_cli_parses_yaml_and_overrides_without_training():
     from typer.testing import CliRunner
 

@@ -26,12 +26,11 @@ def _args(out: Path) -> list[str]:
             "--calibration_loss_weight", "1", "--temperature", "1.0", "--confidence_kind", "answer_prob"]
 
 
-def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, caplog):
+def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, caplog, one_thread):
     from transformers import TrainerCallback
 
     from catts.train.cdrl import parse_cdrl_args, train_cdrl
 
-    torch.set_num_threads(1)
     with caplog.at_level(logging.INFO, logger="catts"):
         whole = train_cdrl(*parse_cdrl_args(_args(tmp_path / "whole")))
     lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("cdrl step")]
@@ -56,7 +55,7 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(tmp_path, caplog):
     base = load_file(Path(__file__).resolve().parents[1] / "catts/models/tiny/weights/tiny/model.safetensors")
     assert any(not torch.equal(a[k], base[k]) for k in a)   # training moved the weights
     for k in a:
-        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0), k
+        torch.testing.assert_close(a[k], b[k], atol=1e-6, rtol=0, msg=k)
     # every step's rollouts once, the same as the uninterrupted run's
     ra = [json.loads(x) for x in (whole / "rollouts.jsonl").read_text().splitlines()]
     rb = [json.loads(x) for x in (resumed / "rollouts.jsonl").read_text().splitlines()]
@@ -81,9 +80,14 @@ def test_two_processes_train_with_torchrun(tmp_path):
     import subprocess
     import sys
 
+    import socket
+
     out = tmp_path / "ddp"
+    with socket.socket() as free:   # a port nothing else holds, for the processes' rendezvous
+        free.bind(("127.0.0.1", 0))
+        port = str(free.getsockname()[1])
     torchrun = Path(sys.executable).with_name("torchrun")
-    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", "29517", "-m", "catts.cli", "train", "cdrl",
+    cmd = [str(torchrun), "--nproc_per_node", "2", "--master_port", port, "-m", "catts.cli", "train", "cdrl",
            "--config", str(CONFIG), "--data", "shapes:test", "--limit", "8", "--max_steps", "3",
            "--per_device_train_batch_size", "4", "--logging_steps", "1", "--interpolation", "0.5",
            "--save_strategy", "steps", "--save_steps", "2", "--output_dir", str(out),

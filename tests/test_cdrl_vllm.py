@@ -107,13 +107,12 @@ def _trainer(extra: list[str], tmp_path):
 
 
 @pytest.mark.parametrize("c_prime", ["paired", "teacher_forced"])
-def test_rollout_generates_with_trl_vllm(tmp_path, c_prime):
+def test_rollout_generates_with_trl_vllm(tmp_path, c_prime, one_thread):
     from trl.data_utils import prepare_multimodal_messages
 
     from catts.train.pairs import image_fingerprint
     from catts.train.rewards import completion_confidence
 
-    torch.set_num_threads(1)
     trainer, ds, stand_in, cfg = _trainer(["--c_prime", c_prime], tmp_path)
     rows = [ds[0]] * cfg.num_generations + [ds[1]] * cfg.num_generations  # TRL's order: a prompt's G entries together
     prompts = [prepare_multimodal_messages(r["prompt"], images=[r["image"]]) for r in rows]
@@ -142,9 +141,8 @@ def test_rollout_generates_with_trl_vllm(tmp_path, c_prime):
     assert {h["generator"] for h in trainer.cdrl_rollout.history} == {"vllm"}
 
 
-def test_a_trl_step_through_the_vllm_path(tmp_path):
+def test_a_trl_step_through_the_vllm_path(tmp_path, one_thread):
     """TRL's own ``_generate`` syncs the weights to the generator, then calls the rollout, which generates there."""
-    torch.set_num_threads(1)
     trainer, _, stand_in, _ = _trainer(["--max_steps", "1", "--per_device_train_batch_size", "8",
                                         "--c_prime", "teacher_forced"], tmp_path)
     trainer.train()

@@ -58,22 +58,17 @@ def test_interpolate_the_embedded_models(tmp_path):
     assert "\\boxed{" in trace.text
 
 
-def test_cdrl_saves_the_interpolation_and_keeps_the_trained_weights(tmp_path):
+def test_cdrl_saves_the_interpolation_and_keeps_the_trained_weights(tmp_path, one_thread):
     pytest.importorskip("trl")
     from catts.train.cdrl import parse_cdrl_args, train_cdrl
 
     with pytest.raises(ValueError, match="interpolation must be in"):
         parse_cdrl_args(["--config", str(CONFIG), "--interpolation", "0"])
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = train_cdrl(*parse_cdrl_args([
-            "--config", str(CONFIG), "--data", "shapes:test", "--limit", "2", "--max_steps", "1",
-            "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "run"), "--learning_rate", "1e-3",
-            "--interpolation", "0.5", "--calibration_loss_weight", "1", "--temperature", "1.0",
-            "--confidence_kind", "answer_prob"]))  # the Brier loss: a gradient at step 1
-    finally:
-        torch.set_num_threads(threads)
+    out = train_cdrl(*parse_cdrl_args([
+        "--config", str(CONFIG), "--data", "shapes:test", "--limit", "2", "--max_steps", "1",
+        "--per_device_train_batch_size", "4", "--output_dir", str(tmp_path / "run"), "--learning_rate", "1e-3",
+        "--interpolation", "0.5", "--calibration_loss_weight", "1", "--temperature", "1.0",
+        "--confidence_kind", "answer_prob"]))  # the Brier loss: a gradient at step 1
     a = load_file(resolve_model_path("tiny") / "model.safetensors")
     t = load_file(out / "trained" / "model.safetensors")
     m = load_file(out / "model.safetensors")
